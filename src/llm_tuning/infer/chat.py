@@ -1,0 +1,74 @@
+"""Talk to a model, with or without adapters: an interactive multi-turn REPL, or one `--message`.
+
+    llm-tuning chat --adapter weights/simple_math_4op
+    llm-tuning chat --adapter weights/simple_math_4op --message "What is 12 x 7?"
+
+In the REPL, `/reset` clears the history and `/exit` (or Ctrl-D) leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_tuning.config import option, validate_groups
+from llm_tuning.data.formats import Message
+from llm_tuning.data.template import prompt_text
+from llm_tuning.infer.predict import InferenceOptions
+from llm_tuning.models.adapters import load_with_adapters
+from llm_tuning.models.generate import generate
+
+
+@dataclass
+class ChatConfig(InferenceOptions):
+    """Chat with a model in the terminal."""
+
+    message: str | None = option(None, "answer this one message and exit")
+    history_turns: int = option(10, "user/assistant pairs kept as context")
+
+    def __post_init__(self) -> None:
+        validate_groups(self)
+
+
+@dataclass
+class ChatResult:
+    history: list[Message] = field(default_factory=list)
+
+
+def reply(model: Any, tokenizer: Any, history: list[Message], message: str, cfg: ChatConfig) -> str:
+    """The model's answer to `message` after `history`; appends both turns to `history`."""
+    history.append({"role": "user", "content": message})
+    context = history[-(2 * cfg.history_turns + 1) :]
+    if cfg.template == "none":
+        prompt = "\n".join(m["content"] for m in context) + "\n"
+    else:
+        prompt = prompt_text(tokenizer, context, cfg.template, cfg.system_prompt)
+    answer = generate(model, tokenizer, [prompt], cfg, add_special_tokens=cfg.template == "none")[0].text
+    history.append({"role": "assistant", "content": answer})
+    return answer
+
+
+def run(cfg: ChatConfig, read: Callable[[str], str] = input, write: Callable[[str], None] = print) -> ChatResult:
+    model, tokenizer = load_with_adapters(cfg.model, cfg.adapter, cfg.mix_method, cfg.mix_density, cfg.dtype,
+                                          cfg.device, cfg.trust_remote_code)  # fmt: skip
+    history: list[Message] = []
+    if cfg.message is not None:
+        write(reply(model, tokenizer, history, cfg.message, cfg))
+        return ChatResult(history)
+    write("Chat with the model. /reset clears the history, /exit leaves.")
+    while True:
+        try:
+            message = read("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            write("")
+            break
+        if message in ("/exit", "/quit"):
+            break
+        if message == "/reset":
+            history.clear()
+            write("(history cleared)")
+            continue
+        if message:
+            write("model> " + reply(model, tokenizer, history, message, cfg))
+    return ChatResult(history)
