@@ -76,13 +76,14 @@ def _short(text: str, ok: bool) -> str:
     return f"{'✓' if ok else '✗'} {text}"
 
 
-def answer_all(model_name: str, questions: list[Question], adapter: str | None) -> list[str]:
+def answer_all(model_name: str, questions: list[Question], adapter: str | None, max_new_tokens: int = 96) -> list[str]:
+    """Greedy answers; 96 new tokens leave the base model room to finish its worded reasoning."""
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name)
     if adapter:
         model = apply_adapters(model, [parse_adapter_spec(adapter)])
     prompts = [prompt_text(tokenizer, prompt_messages(q.prompt)) for q in questions]
-    results, seconds = generate_all(model, tokenizer, prompts, GenerationOptions(max_new_tokens=24), batch_size=30)
+    results, seconds = generate_all(model, tokenizer, prompts, GenerationOptions(max_new_tokens=max_new_tokens), batch_size=30)
     logger.info("answered %d questions in %.1f s", len(questions), seconds)
     return [r.text for r in results]
 

@@ -15,8 +15,9 @@ Options (names as in the paper):
   reasoning       none | cot | rcot                  evidence in brackets before | after each label
 
 CoT evidence (deterministic): the row's `evidence[slot]` if given; else, for a mentioned sentiment slot, the
-first sentence of the text that contains one of the slot's keywords; else a generic phrase ("文中提到了食品" /
-"the text does not mention parking"). Brackets and line breaks are removed and it is cut to 50 characters.
+first clause of the text (split at 。！？；， and ". ", ", ") holding one of the slot's keywords; else a
+generic phrase ("文中提到了食品" / "the text does not mention parking"). Brackets and line breaks are removed
+and it is cut to 50 characters.
 A slot list with nothing to list (OU, nothing mentioned) is answered with the task's none word ("无" / "None"),
 or `[]` in the JSON and heuristic formats.
 """
@@ -313,7 +314,7 @@ def evidence_for(task: Task, row: dict[str, Any], slot: str, labels: dict[str, A
     keywords = task.keywords[slot]
     absent = labels[slot] == task.unmentioned if task.kind == "sentiment" else not labels[slot]
     if task.kind == "sentiment" and not absent:
-        for sentence in re.split(r"[。！？!?；;\n]+|(?<=\.)\s+", row.get("text", "")):
+        for sentence in re.split(r"[。！？!?；;，\n]+|(?<=[.,])\s+", row.get("text", "")):
             if any(kw.lower() in sentence.lower() for kw in (*keywords, slot)) and _clean_evidence(sentence):
                 return _clean_evidence(sentence)
     words = _WORDS[task.language]

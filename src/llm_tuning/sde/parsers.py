@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,21 +75,21 @@ def _start(task: Task, text: str) -> tuple[Parsed, str | None]:
 
 
 def strip_preamble(task: Task, text: str) -> str:
-    """The answer without code fences, "输出：" / "Answer:" cues and leading lines like "Entities:"."""
+    """The answer without code fences, "输出：" / "Answer:" cues, and text ending in a colon before the first
+    slot it names ("好的，以下是结果：食品评价：正面" -> "食品评价：正面"; "Entities:\nprotein: x" -> "protein: x")."""
     text = re.sub(r"^\s*```[a-zA-Z]*\s*\n?|\n?\s*```\s*$", "", text.strip()).strip()
     while True:
         match = CUE.match(text)
         if not match or match.group(1).lower() in (s.lower() for s in task.slots):
             break
         text = text[match.end() :].lstrip()
-    lines = text.split("\n")
-    while (
-        len(lines) > 1
-        and re.search(r"[:：]\s*$", lines[0])
-        and _find_slot(task, lines[0].rstrip(" :：")) is None
-    ):
-        lines.pop(0)
-    return "\n".join(lines).strip()
+    lowered = text.lower()
+    found = [lowered.find(w.lower()) for s in task.slots for w in (s, *task.keywords[s])]
+    first = min((i for i in found if i >= 0), default=0)
+    prefix = text[:first]  # a heading has one colon and names no slot (not "3: " of a numeric type)
+    if re.fullmatch(r"[^:：]*[:：]\s*", prefix) and _find_slot(task, prefix.rstrip(" :：\n")) is None:
+        text = text[first:]
+    return text.strip()
 
 
 # ---- natural and lines ----------------------------------------------------------------------------------
@@ -128,15 +129,12 @@ def parse_lines_output(task: Task, design: Design, text: str) -> Parsed:
 
 def _parse_piece(task: Task, design: Design, piece: str, groups: list[str], parsed: Parsed) -> None:
     """One `key：value` piece (masked) into `parsed`."""
-    parts = KV.split(piece)
-    if (
-        task.kind == "sentiment"
-    ):  # junk may precede the aspect ("以下是结果：食品评价：正面"), never follows a label
-        key, value = "：".join(parts[:-1]), parts[-1]
-    else:  # a span may hold a colon
-        key, value = parts[0], "：".join(parts[1:])
+    seps = list(KV.finditer(piece))
+    # junk may precede a sentiment aspect ("以下是结果：食品评价：正面") and never follows a label; a span may hold a colon
+    cut = (seps[-1] if task.kind == "sentiment" else seps[0]) if seps else None
+    key, value = (piece[: cut.start()], piece[cut.end() :]) if cut else ("", "")
     key = _clean(_unmask(key, groups))
-    if len(parts) < 2 or not key or not value.strip():
+    if not key or not value.strip():
         parsed.fail(f"{_unmask(piece, groups).strip()!r} does not split into a key and a value")
         return
     slot = _find_slot(task, key)
@@ -384,7 +382,9 @@ def _literal(text: str) -> Any:
     except (json.JSONDecodeError, ValueError):
         pass
     try:
-        return ast.literal_eval(text)
+        with warnings.catch_warnings():  # model output such as "1a" makes the compiler warn
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
 

@@ -130,16 +130,18 @@ class Task:
             unset = (None,) if f.name == "end" else ("", (), {}, None)  # an empty end mark is a choice
             if f.name in defaults and getattr(self, f.name) in unset:
                 object.__setattr__(self, f.name, defaults[f.name])
+        if self.kind == "sentiment":  # a task's own synonyms extend the language's
+            object.__setattr__(self, "synonyms", {**defaults["synonyms"], **self.synonyms})
+        unknown = sorted(set(self.keywords) - set(self.slots))
+        if unknown:
+            raise ConfigError(
+                f"{where}: field 'keywords' names unknown slots {unknown}; slots: {list(self.slots)}"
+            )
         keywords = {slot: tuple(self.keywords.get(slot, ())) or (slot,) for slot in self.slots}
         object.__setattr__(self, "keywords", keywords)
         self._validate(where)
 
     def _validate(self, where: str) -> None:
-        unknown = set(self.keywords) - set(self.slots)
-        if unknown:
-            raise ConfigError(
-                f"{where}: field 'keywords' names unknown slots {sorted(unknown)}; slots: {list(self.slots)}"
-            )
         if self.kind == "sentiment" and len(self.label_words) != 4:
             raise ConfigError(
                 f"{where}: field 'label_words' needs 4 words (positive, neutral, negative, unmentioned), "
@@ -158,6 +160,9 @@ class Task:
         _check(self.kv_sep in KV_SEPS, where, "kv_sep", self.kv_sep, KV_SEPS)
         _check(self.pair_sep in PAIR_SEPS, where, "pair_sep", self.pair_sep, PAIR_SEPS)
         _check(self.span_sep in SPAN_SEPS, where, "span_sep", self.span_sep, SPAN_SEPS)
+
+    def __hash__(self) -> int:  # the dict fields are not hashable; name, kind and slots identify a task
+        return hash((self.name, self.kind, self.slots))
 
     @property
     def unmentioned(self) -> str:
