@@ -1,7 +1,7 @@
 """The `llm-tuning` command: parse flags into a config and call the command's `run(cfg)`.
 
-    llm-tuning --help
-    llm-tuning train --help
+llm-tuning --help
+llm-tuning train --help
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("llm_tuning.infer.chat:ChatConfig", "llm_tuning.infer.chat:run", "chat in the terminal"),
     "demo": ("llm_tuning.demo:DemoConfig", "llm_tuning.demo:run",
              "fine-tune the embedded model on arithmetic and show before/after"),
+    "sde render": ("llm_tuning.sde.commands:RenderConfig", "llm_tuning.sde.commands:run_render",
+                   "write a task's rows as prompt/target JSONL in a sample design"),
+    "sde score": ("llm_tuning.sde.commands:ScoreConfig", "llm_tuning.sde.commands:run_score",
+                  "score predictions under a task and design"),
+    "sde run": ("llm_tuning.sde.runner:GridConfig", "llm_tuning.sde.runner:run",
+                "train/predict/score a grid of sample designs and report the best"),
 }  # fmt: skip
 
 
@@ -33,14 +39,18 @@ def _load(ref: str):
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    return "usage: llm-tuning COMMAND [RECIPE.yaml] [--flags]\n\ncommands:\n" + "\n".join(lines) + (
-        "\n\n`llm-tuning COMMAND --help` lists a command's flags."
+    return (
+        "usage: llm-tuning COMMAND [RECIPE.yaml] [--flags]\n\ncommands:\n"
+        + "\n".join(lines)
+        + ("\n\n`llm-tuning COMMAND --help` lists a command's flags.")
     )
 
 
 def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # PEFT still reads transformers' renamed `is_gradient_checkpointing`; the notice is not the user's business.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -75,11 +75,15 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
         kind, is_list = _base_type(hints[f.name])
         meta = f.metadata
         names = [f"--{f.name}", *(f"--{a}" for a in meta.get("aliases", ()))]
-        help_text = f"{meta.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '[]'})"
+        help_text = (
+            f"{meta.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '[]'})"
+        )
         if kind is bool:
             parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=to_bool, help=help_text)
         elif is_list:
-            parser.add_argument(*names, dest=f.name, action="append", type=kind, help=help_text + " (repeatable)")
+            parser.add_argument(
+                *names, dest=f.name, action="append", type=kind, help=help_text + " (repeatable)"
+            )
         else:
             parser.add_argument(*names, dest=f.name, type=kind, choices=meta.get("choices"), help=help_text)
     return parser
@@ -150,11 +154,18 @@ def check_positive(name: str, value: float | int | None, allow_zero: bool = Fals
 
 @dataclass
 class ModelOptions:
-    model: str = option(DEFAULT_MODEL, "local folder, hub id, or the built-in smollm2-135m-instruct",
-                        aliases=("model_checkpoint", "model_name_or_path"))
-    dtype: str = option("auto", "weights precision: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
+    model: str = option(
+        DEFAULT_MODEL,
+        "local folder, hub id, or the built-in smollm2-135m-instruct",
+        aliases=("model_checkpoint", "model_name_or_path"),
+    )
+    dtype: str = option(
+        "auto", "weights precision: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16"
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, mps")
-    trust_remote_code: bool = option(False, "run the model repository's own Python code (needed by ChatGLM, Baichuan)")
+    trust_remote_code: bool = option(
+        False, "run the model repository's own Python code (needed by ChatGLM, Baichuan)"
+    )
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"))
@@ -166,9 +177,15 @@ class DataOptions:
     target_key: str = option("target", "field holding the answer (the original's --target_key a)")
     max_seq_length: int = option(2048, "longest tokenized row (prompt + target)", aliases=("max_length",))
     skip_overlength: bool = option(False, "drop rows longer than --max_seq_length instead of truncating them")
-    template: str = option("chat", "chat: wrap prompts in the model's chat template; none: raw text as the original")
-    prompt_loss: bool = option(False, "also train on the prompt tokens (SDE's MI); default masks them (No-MI)")
-    system_prompt: str | None = option(None, "system message for the chat template (default: the template's own)")
+    template: str = option(
+        "chat", "chat: wrap prompts in the model's chat template; none: raw text as the original"
+    )
+    prompt_loss: bool = option(
+        False, "also train on the prompt tokens (SDE's MI); default masks them (No-MI)"
+    )
+    system_prompt: str | None = option(
+        None, "system message for the chat template (default: the template's own)"
+    )
 
     def __post_init__(self) -> None:
         check_choice("template", self.template, ("chat", "none"))

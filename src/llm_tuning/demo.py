@@ -58,14 +58,16 @@ class DemoResult:
         width = max(len(e["question"]) for e in self.examples) if self.examples else 10
         lines = ["", f"{'question':<{width}}  {'before':<22} after", "-" * (width + 46)]
         for e in self.examples:
-            lines.append(f"{e['question']:<{width}}  {_short(e['before'], e['ok_before']):<22} {_short(e['after'], e['ok_after'])}")
+            lines.append(
+                f"{e['question']:<{width}}  {_short(e['before'], e['ok_before']):<22} {_short(e['after'], e['ok_after'])}"
+            )
         lines += [
             "",
             f"exact-match accuracy on {len(self.examples) and self.examples[0]['of']} held-out questions: "
             f"{self.accuracy_before:.0%} before -> {self.accuracy_after:.0%} after LoRA "
             f"({self.train_seconds / 60:.1f} min of training, {self.total_seconds / 60:.1f} min in all)",
             f"adapter: {self.adapter}",
-            f"chat with it: llm-tuning chat --adapter {self.adapter} --message \"What is 23 + 58?\"",
+            f'chat with it: llm-tuning chat --adapter {self.adapter} --message "What is 23 + 58?"',
         ]
         return "\n".join(lines)
 
@@ -76,14 +78,18 @@ def _short(text: str, ok: bool) -> str:
     return f"{'✓' if ok else '✗'} {text}"
 
 
-def answer_all(model_name: str, questions: list[Question], adapter: str | None, max_new_tokens: int = 96) -> list[str]:
+def answer_all(
+    model_name: str, questions: list[Question], adapter: str | None, max_new_tokens: int = 96
+) -> list[str]:
     """Greedy answers; 96 new tokens leave the base model room to finish its worded reasoning."""
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name)
     if adapter:
         model = apply_adapters(model, [parse_adapter_spec(adapter)])
     prompts = [prompt_text(tokenizer, prompt_messages(q.prompt)) for q in questions]
-    results, seconds = generate_all(model, tokenizer, prompts, GenerationOptions(max_new_tokens=max_new_tokens), batch_size=30)
+    results, seconds = generate_all(
+        model, tokenizer, prompts, GenerationOptions(max_new_tokens=max_new_tokens), batch_size=30
+    )
     logger.info("answered %d questions in %.1f s", len(questions), seconds)
     return [r.text for r in results]
 

@@ -52,7 +52,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path, keys: list[str] | Non
     import matplotlib.pyplot as plt
 
     series = _series(records)
-    wanted = keys or [k for k in series if any(w in k for w in ("loss", "reward", "kl", "accuracy", "margin"))]
+    wanted = keys or [
+        k for k in series if any(w in k for w in ("loss", "reward", "kl", "accuracy", "margin"))
+    ]
     wanted = [k for k in wanted if k in series and len(series[k][0]) > 0]
     if not wanted:
         return None
@@ -75,7 +77,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path, keys: list[str] | Non
     return path
 
 
-def write_training_report(records: list[dict[str, Any]], folder: str | Path, extra: dict | None = None) -> Path:
+def write_training_report(
+    records: list[dict[str, Any]], folder: str | Path, extra: dict | None = None
+) -> Path:
     """training_log.json (every logged record, plus `extra`) and training_curves.png in `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ class Encoded:
     truncated: bool = False
 
 
-def labels_for(ids_per_segment: list[list[int]], trained: list[bool], prompt_loss: bool) -> tuple[list[int], list[int]]:
+def labels_for(
+    ids_per_segment: list[list[int]], trained: list[bool], prompt_loss: bool
+) -> tuple[list[int], list[int]]:
     """Concatenate segment ids; labels copy the ids of trained segments and are -100 elsewhere."""
     input_ids: list[int] = []
     labels: list[int] = []
@@ -42,20 +44,24 @@ def truncate(input_ids: list[int], labels: list[int], max_length: int) -> Encode
 def encode_segments(
     tokenizer: Any,
     rows: list[list[Segment]],
-    prompt_loss: bool = False,
+    prompt_loss: bool | list[bool] = False,
     bos_id: int | None = None,
 ) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) for each row's segments, with one tokenizer call for the whole batch."""
+    """(input_ids, labels) for each row's segments, with one tokenizer call for the whole batch.
+
+    `prompt_loss` is one flag for all rows, or one per row (SDE's MI / No-MI travels with each row).
+    """
+    per_row = prompt_loss if isinstance(prompt_loss, list) else [prompt_loss] * len(rows)
     flat = [text for segments in rows for text, _ in segments]
     ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
     out = []
     start = 0
-    for segments in rows:
+    for segments, row_prompt_loss in zip(rows, per_row, strict=True):
         chunk = ids[start : start + len(segments)]
         start += len(segments)
-        input_ids, labels = labels_for(chunk, [t for _, t in segments], prompt_loss)
+        input_ids, labels = labels_for(chunk, [t for _, t in segments], row_prompt_loss)
         if bos_id is not None:
-            input_ids, labels = [bos_id, *input_ids], [IGNORE_INDEX if not prompt_loss else bos_id, *labels]
+            input_ids, labels = [bos_id, *input_ids], [bos_id if row_prompt_loss else IGNORE_INDEX, *labels]
         out.append((input_ids, labels))
     return out
 

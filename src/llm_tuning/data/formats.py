@@ -16,12 +16,20 @@ from llm_tuning.data.read import DataError
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 def _text(value: Any, path: str | Path, row: int, field: str) -> str:
     if value is None or isinstance(value, (dict, list)):
-        raise DataError(path, row, f"must be a string, got {type(value).__name__}", field, "put plain text there")
+        raise DataError(
+            path, row, f"must be a string, got {type(value).__name__}", field, "put plain text there"
+        )
     return str(value)
 
 
@@ -32,7 +40,9 @@ def _pair(row: dict, prompt_key: str, target_key: str, path: str | Path, number:
     prompt = _text(row[prompt_key], path, number, prompt_key)
     target = _text(row[target_key], path, number, target_key)
     if not target.strip():
-        raise DataError(path, number, "is empty", target_key, "every row needs an answer to train on; remove the row")
+        raise DataError(
+            path, number, "is empty", target_key, "every row needs an answer to train on; remove the row"
+        )
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": target}]
 
 
@@ -44,7 +54,9 @@ def _chat(turns: Any, path: str | Path, number: int, field: str, sharegpt: bool)
         role = SHAREGPT_ROLES.get(str(turn.get("from"))) if sharegpt else turn.get("role")
         content = turn.get("value" if sharegpt else "content") if isinstance(turn, dict) else None
         if role not in ROLES:
-            raise DataError(path, number, f"turn {i} has role {role!r}", field, f"valid roles: {', '.join(ROLES)}")
+            raise DataError(
+                path, number, f"turn {i} has role {role!r}", field, f"valid roles: {', '.join(ROLES)}"
+            )
         messages.append({"role": role, "content": _text(content, path, number, f"{field}[{i}]")})
     trained = [m for m in messages if m["role"] == "assistant"]
     if not trained or not any(m["content"].strip() for m in trained):
@@ -59,7 +71,9 @@ def _alpaca(row: dict, path: str | Path, number: int) -> list[Message]:
         prompt = f"{prompt}\n\n{_text(extra, path, number, 'input')}"
     output = _text(row["output"], path, number, "output")
     if not output.strip():
-        raise DataError(path, number, "is empty", "output", "every row needs an answer to train on; remove the row")
+        raise DataError(
+            path, number, "is empty", "output", "every row needs an answer to train on; remove the row"
+        )
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     if row.get("system"):
         messages.insert(0, {"role": "system", "content": _text(row["system"], path, number, "system")})
@@ -67,7 +81,11 @@ def _alpaca(row: dict, path: str | Path, number: int) -> list[Message]:
 
 
 def row_to_messages(
-    row: dict[str, Any], prompt_key: str = "prompt", target_key: str = "target", path: str | Path = "<rows>", number: int = 0
+    row: dict[str, Any],
+    prompt_key: str = "prompt",
+    target_key: str = "target",
+    path: str | Path = "<rows>",
+    number: int = 0,
 ) -> list[Message]:
     """The conversation a row stands for; a DataError names what is missing and what the row has."""
     if prompt_key in row:

@@ -17,8 +17,12 @@ from typing import Any
 class DataError(ValueError):
     """Bad input data: the message names the file, the row, the field and the fix."""
 
-    def __init__(self, path: str | Path, row: int | None, problem: str, field: str | None = None, hint: str = ""):
-        where = f"{path}" + (f", row {row}" if row is not None else "") + (f", field {field!r}" if field else "")
+    def __init__(
+        self, path: str | Path, row: int | None, problem: str, field: str | None = None, hint: str = ""
+    ):
+        where = (
+            f"{path}" + (f", row {row}" if row is not None else "") + (f", field {field!r}" if field else "")
+        )
         super().__init__(f"{where}: {problem}" + (f". {hint}" if hint else ""))
         self.path, self.row, self.field = str(path), row, field
 
@@ -29,7 +33,9 @@ def _decode(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(path, line, f"is not valid UTF-8 (byte {err.start})", hint="re-save the file as UTF-8") from err
+        raise DataError(
+            path, line, f"is not valid UTF-8 (byte {err.start})", hint="re-save the file as UTF-8"
+        ) from err
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -48,7 +54,9 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, row dict) for every row of a .json, .jsonl or .csv file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, None, "file does not exist", hint="pass --input_file / --data_path with an existing file")
+        raise DataError(
+            path, None, "file does not exist", hint="pass --input_file / --data_path with an existing file"
+        )
     suffix = path.suffix.lower()
     text = _decode(path)
     if suffix == ".csv":
@@ -57,14 +65,21 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             rows = enumerate(json.loads(text), start=1)
         except json.JSONDecodeError as err:
-            raise DataError(path, err.lineno, f"broken JSON array ({err.msg})", hint="fix the JSON or use JSONL") from err
+            raise DataError(
+                path, err.lineno, f"broken JSON array ({err.msg})", hint="fix the JSON or use JSONL"
+            ) from err
     elif suffix in (".json", ".jsonl", ".ndjson"):  # the original's .json files were JSON lines
         rows = _jsonl_rows(path, text)
     else:
         raise DataError(path, None, f"unknown file type {suffix!r}", hint="use .json, .jsonl or .csv")
     for number, row in rows:
         if not isinstance(row, dict):
-            raise DataError(path, number, f"is a {type(row).__name__}, not an object", hint="each row must be a JSON object")
+            raise DataError(
+                path,
+                number,
+                f"is a {type(row).__name__}, not an object",
+                hint="each row must be a JSON object",
+            )
         yield number, row
 
 

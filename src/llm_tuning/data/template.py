@@ -26,7 +26,9 @@ def with_system(messages: list[Message], system_prompt: str | None) -> list[Mess
 
 
 def _render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def _raw_segments(messages: list[Message], eos: str) -> list[Segment]:

@@ -33,7 +33,7 @@ from llm_tuning.models.resolve import llm_tuning_home, resolve_model
 logger = logging.getLogger(__name__)
 
 MANIFEST = "llm_tuning_manifest.json"
-FORMAT_VERSION = 1  # bump when the encoding changes, so old caches are not reused
+FORMAT_VERSION = 2  # bump when the encoding changes, so old caches are not reused
 TOKENIZED_DIR = Path("data") / "tokenized_data"  # where the original kept --save_name folders
 
 
@@ -116,15 +116,24 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def row_prompt_loss(row: dict[str, Any], default: bool, source: Path, number: int) -> bool:
+    """A row's own `prompt_loss` (as `sde render` writes it) overrides the --prompt_loss flag."""
+    value = row.get("prompt_loss", default)
+    if not isinstance(value, bool):
+        raise DataError(source, number, f"must be true or false, got {value!r}", "prompt_loss")
+    return value
+
+
 def encode_file(cfg: TokenizeConfig, source: Path, tokenizer: Any) -> tuple[dict[str, list], dict[str, int]]:
     """Columns input_ids / labels / length, and counts of truncated and skipped rows."""
     columns: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
     counts = {"total": 0, "truncated": 0, "skipped": 0}
     bos = tokenizer.bos_token_id if cfg.template == "none" and adds_bos(tokenizer) else None
     batch: list[list] = []
+    batch_prompt_loss: list[bool] = []
 
     def flush() -> None:
-        for input_ids, labels in encode_segments(tokenizer, batch, cfg.prompt_loss, bos):
+        for input_ids, labels in encode_segments(tokenizer, batch, batch_prompt_loss, bos):
             encoded = truncate(input_ids, labels, cfg.max_seq_length)
             if encoded.truncated and (cfg.skip_overlength or all(x == -100 for x in encoded.labels)):
                 counts["skipped"] += 1  # dropped on request, or nothing left to train on
@@ -134,10 +143,12 @@ def encode_file(cfg: TokenizeConfig, source: Path, tokenizer: Any) -> tuple[dict
             columns["labels"].append(encoded.labels)
             columns["length"].append(len(encoded.input_ids))
         batch.clear()
+        batch_prompt_loss.clear()
 
     for number, row in tqdm(iter_rows(source), desc=f"tokenizing {source.name}", unit=" rows"):
         messages = row_to_messages(row, cfg.prompt_key, cfg.target_key, source, number)
         batch.append(conversation_segments(tokenizer, messages, cfg.template, cfg.system_prompt))
+        batch_prompt_loss.append(row_prompt_loss(row, cfg.prompt_loss, source, number))
         counts["total"] += 1
         if len(batch) >= cfg.batch_rows:
             flush()
@@ -155,7 +166,9 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
 
     source = find_input_file(cfg.input_file)
     if not source.is_file():
-        raise DataError(source, None, "file does not exist", hint="pass --input_file with an existing .json/.jsonl/.csv")
+        raise DataError(
+            source, None, "file does not exist", hint="pass --input_file with an existing .json/.jsonl/.csv"
+        )
     parts = fingerprint(cfg, source)
     folder = output_folder(cfg, source, parts["fingerprint"])
     manifest = read_manifest(folder)
@@ -183,4 +196,6 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
         raise
     logger.info("tokenized %d of %d rows (%d truncated, %d skipped as over %d tokens) -> %s", counts["rows"],
                 counts["total"], counts["truncated"], counts["skipped"], cfg.max_seq_length, folder)  # fmt: skip
-    return TokenizeResult(folder, counts["rows"], counts["total"], counts["truncated"], counts["skipped"], reused=False)
+    return TokenizeResult(
+        folder, counts["rows"], counts["total"], counts["truncated"], counts["skipped"], reused=False
+    )

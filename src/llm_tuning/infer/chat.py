@@ -49,7 +49,9 @@ def reply(model: Any, tokenizer: Any, history: list[Message], message: str, cfg:
     return answer
 
 
-def run(cfg: ChatConfig, read: Callable[[str], str] = input, write: Callable[[str], None] = print) -> ChatResult:
+def run(
+    cfg: ChatConfig, read: Callable[[str], str] = input, write: Callable[[str], None] = print
+) -> ChatResult:
     model, tokenizer = load_with_adapters(cfg.model, cfg.adapter, cfg.mix_method, cfg.mix_density, cfg.dtype,
                                           cfg.device, cfg.trust_remote_code)  # fmt: skip
     history: list[Message] = []

@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class InferenceOptions(ModelOptions, GenerationOptions):
     adapter: list[str] = option([], "adapter folder as [name=]folder[:weight]; repeat to mix several")
-    mix_method: str = option("linear", "how several adapters combine: linear, cat, svd, ties, dare_linear, ...")
+    mix_method: str = option(
+        "linear", "how several adapters combine: linear, cat, svd, ties, dare_linear, ..."
+    )
     mix_density: float | None = option(None, "share of weights kept by ties / dare / magnitude_prune")
     template: str = option("chat", "chat: the model's chat template; none: raw prompt text")
     system_prompt: str | None = option(None, "system message (default: the chat template's own)")
@@ -74,7 +76,9 @@ def run(cfg: PredictConfig) -> PredictResult:
     rows = read_prompts(cfg)
     model, tokenizer = load_with_adapters(cfg.model, cfg.adapter, cfg.mix_method, cfg.mix_density, cfg.dtype,
                                           cfg.device, cfg.trust_remote_code)  # fmt: skip
-    prompts = [prompt_text(tokenizer, prompt_messages(r["prompt"]), cfg.template, cfg.system_prompt) for r in rows]
+    prompts = [
+        prompt_text(tokenizer, prompt_messages(r["prompt"]), cfg.template, cfg.system_prompt) for r in rows
+    ]
     results, seconds = generate_all(model, tokenizer, prompts, cfg, cfg.batch_size,
                                     add_special_tokens=cfg.template == "none")  # fmt: skip
     out_rows = [{**row, "prediction": res.text} for row, res in zip(rows, results, strict=True)]

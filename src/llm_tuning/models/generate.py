@@ -92,6 +92,8 @@ def generate_all(
     results: list[Generated | None] = [None] * len(prompts)
     for i in range(0, len(order), batch_size):
         chunk = order[i : i + batch_size]
-        for index, result in zip(chunk, generate(model, tokenizer, [prompts[j] for j in chunk], opts, **kw), strict=True):
+        for index, result in zip(
+            chunk, generate(model, tokenizer, [prompts[j] for j in chunk], opts, **kw), strict=True
+        ):
             results[index] = result
     return results, time.perf_counter() - start  # type: ignore[return-value]

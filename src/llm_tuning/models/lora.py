@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from llm_tuning.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 # Linear-like layers PEFT can wrap: GPT-2's Conv1D and bitsandbytes' quantized linears included.
@@ -61,8 +63,8 @@ def lora_config(
         targets = list(target_modules)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]
-    if missing:
-        raise ValueError(
+    if missing:  # a ConfigError, so the CLI reports it as a clean flag error
+        raise ConfigError(
             f"--target_modules {','.join(missing)} not found in {type(model).__name__}; "
             f"its linear layers are: {','.join(find_lora_targets(model))}"
         )
@@ -88,7 +90,9 @@ def attach_lora(model: nn.Module, config: Any, previous_adapter: str | None = No
     else:
         peft_model = get_peft_model(model, config)
     trainable, total = count_parameters(peft_model)
-    logger.info("trainable parameters: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    logger.info(
+        "trainable parameters: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
+    )
     return peft_model
 
 

