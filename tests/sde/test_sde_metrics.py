@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llm_tuning.sde.designs import PRESETS, Design, parse_design, render_target
 from llm_tuning.sde.metrics import (
     confusion_matrix,
     extraction_scores,
@@ -13,7 +14,6 @@ from llm_tuning.sde.metrics import (
     sentiment_scores,
     weighted_kappa,
 )
-from llm_tuning.sde.designs import PRESETS, Design, parse_design, render_target
 from llm_tuning.sde.synthetic import make_masa_rows
 from llm_tuning.sde.tasks import Task, load_task, normalize_labels
 
