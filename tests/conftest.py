@@ -59,7 +59,9 @@ def build_model(folder: Path, arch: str = "llama", vocab_size: int = 600, seed: 
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=256, vocab_size=vocab_size)  # fmt: skip
     if arch == "gpt2":
-        config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=256, vocab_size=vocab_size)
+        config = AutoConfig.for_model(
+            "gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=256, vocab_size=vocab_size
+        )
     else:
         config = AutoConfig.for_model(arch, **small)
     config.eos_token_id, config.pad_token_id, config.bos_token_id = 2, 0, 1
@@ -87,7 +89,9 @@ def tokenizer(tiny_model):
 @pytest.fixture()
 def qa_file(tmp_path) -> Path:
     """The original's q/a rows, JSON lines in a .json file."""
-    rows = [{"q": f"What is {a} + {b}?", "a": f"{a} + {b} = {a + b}"} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]]
+    rows = [
+        {"q": f"What is {a} + {b}?", "a": f"{a} + {b} = {a + b}"} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]
+    ]
     path = tmp_path / "simple_math.json"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
@@ -101,3 +105,20 @@ def isolated_home(tmp_path, monkeypatch):
     shared.mkdir(parents=True, exist_ok=True)
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "models").symlink_to(shared)
+
+
+CHATML_WITH_SYSTEM = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{% endif %}" + CHATML
+)
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory) -> str:
+    """A tiny random Qwen2 whose tokenizer differs from `tiny_model`'s (its template adds a system turn)."""
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tokenizer = build_tokenizer(folder)
+    tokenizer.chat_template = CHATML_WITH_SYSTEM
+    tokenizer.save_pretrained(folder)
+    build_model(folder, "qwen2", vocab_size=len(tokenizer))
+    return str(folder)

@@ -66,7 +66,9 @@ def _base_type(hint: Any) -> tuple[type, bool]:
 
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser whose flags are the dataclass fields (defaults left to the dataclass)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False
+    )
     parser.add_argument("recipe", nargs="?", help="optional YAML recipe; flags given here override it")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_tuning.config import ConfigError, ModelOptions, check_positive, option, validate_groups
+from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.data.template import prompt_text
@@ -31,6 +31,9 @@ class InferenceOptions(ModelOptions, GenerationOptions):
     mix_density: float | None = option(None, "share of weights kept by ties / dare / magnitude_prune")
     template: str = option("chat", "chat: the model's chat template; none: raw prompt text")
     system_prompt: str | None = option(None, "system message (default: the chat template's own)")
+
+    def __post_init__(self) -> None:
+        check_choice("template", self.template, ("chat", "none"))
 
 
 @dataclass
