@@ -1,0 +1,247 @@
+"""The model behind `llm-tuning serve`: its adapters and mixes by name, and generation under one lock.
+
+`Engine.run` generates for one request with the requested adapter set inside the lock (the base model
+runs with adapters disabled), streams decoded text through stop strings, and reports token counts.
+HTTP lives in `llm_tuning.infer.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
+from llm_tuning.data.template import prompt_text
+from llm_tuning.infer.openai_api import ApiError, ChatRequest, CompletionRequest, SamplingRequest, StopFilter
+from llm_tuning.models.adapters import (
+    BASE,
+    MIX,
+    MIX_METHODS,
+    AdapterSpec,
+    load_adapters,
+    mix_adapters,
+    parse_adapter_spec,
+    parse_mix_spec,
+    use_adapter,
+)
+from llm_tuning.models.generate import _stop_ids
+from llm_tuning.models.load import load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig(ModelOptions):
+    """Serve a model and its adapters over an OpenAI-compatible HTTP API."""
+
+    adapter: list[str] = option([], "adapter served by name, as [name=]folder[:weight]; repeatable")
+    mix: list[str] = option(
+        [], "a weighted mix served by name: NAME=ADAPTER:WEIGHT,ADAPTER:WEIGHT; repeatable"
+    )
+    mix_method: str = option("linear", f"how mixes combine: {', '.join(MIX_METHODS)}")
+    mix_density: float | None = option(None, "share of weights kept by ties / dare / magnitude_prune")
+    template: str = option("chat", "chat: the model's chat template; none: raw message text")
+    system_prompt: str | None = option(None, "system message when a chat request has none")
+    host: str = option(
+        "127.0.0.1", "address to bind; anything but localhost exposes the server to the network"
+    )
+    port: int = option(8000, "TCP port")
+    api_key: str | None = option(
+        None, "require `Authorization: Bearer KEY` on /v1 (default: $LLM_TUNING_API_KEY)"
+    )
+    served_name: str | None = option(
+        None, "the base model's id in /v1/models (default: the --model folder name)"
+    )
+    default_max_tokens: int = option(256, "max_tokens when a request gives none")
+    max_tokens_limit: int = option(2048, "largest max_tokens a request may ask for")
+    max_request_bytes: int = option(1_000_000, "largest request body accepted")
+
+    def __post_init__(self) -> None:
+        validate_groups(self)
+        self.api_key = self.api_key or os.environ.get("LLM_TUNING_API_KEY") or None
+        check_choice("mix_method", self.mix_method, MIX_METHODS)
+        check_choice("template", self.template, ("chat", "none"))
+        for name in ("port", "default_max_tokens", "max_tokens_limit", "max_request_bytes"):
+            check_positive(name, getattr(self, name))
+
+
+@dataclass
+class Job:
+    model: str  # the id the client asked for
+    adapter: str | None  # the loaded adapter that answers it; None = base model
+    input_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stops: list[str]
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Cancel:
+    """Stopping criterion: stop as soon as one of the events is set (stop string seen, client gone)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Streamer:
+    """Decodes the generated ids so far and passes on the new text (equal in sum to one final decode)."""
+
+    def __init__(
+        self, tokenizer: Any, on_text: Callable[[str], None], tokenizer_lock: threading.Lock
+    ) -> None:
+        self.tokenizer, self.on_text, self.tokenizer_lock = tokenizer, on_text, tokenizer_lock
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+
+    def _release(self, final: bool) -> None:
+        with self.tokenizer_lock:
+            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if (
+            (final or not text.endswith("\ufffd"))
+            and text.startswith(self.sent)
+            and len(text) > len(self.sent)
+        ):
+            piece, self.sent = text[len(self.sent) :], text
+            self.on_text(piece)
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self._release(final=False)
+
+    def end(self) -> None:
+        self._release(final=True)
+
+
+class Engine:
+    """The loaded model with its adapters, and the one lock generation runs under."""
+
+    def __init__(self, model: Any, tokenizer: Any, variants: dict[str, str | None], cfg: ServeConfig) -> None:
+        self.model, self.tokenizer, self.variants, self.cfg = model, tokenizer, variants, cfg
+        self.lock = threading.Lock()  # one generation at a time; the adapter is set inside it
+        self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to use from two threads at once
+        self.stop_ids = sorted(_stop_ids(tokenizer))
+        self.context = getattr(model.config, "max_position_embeddings", None)
+
+    def model_ids(self) -> list[str]:
+        """Ids for /v1/models: the base model's name first (`base` is an alias), adapters, mixes."""
+        return [name for i, name in enumerate(self.variants) if name != BASE or i == 0]
+
+    def resolve(self, model: str) -> str | None:
+        if model not in self.variants:
+            raise ApiError(404, f"The model {model!r} does not exist here; served models: {', '.join(self.model_ids())}",
+                           "model", "model_not_found")  # fmt: skip
+        return self.variants[model]
+
+    def chat_job(self, req: ChatRequest) -> Job:
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
+        ]
+        if self.cfg.template == "none":
+            prompt = "\n".join(m["content"] for m in messages) + "\n"
+        else:
+            prompt = prompt_text(self.tokenizer, messages, "chat", self.cfg.system_prompt)
+        return self._job(req, prompt, add_special_tokens=self.cfg.template == "none")
+
+    def completion_job(self, req: CompletionRequest) -> Job:
+        return self._job(req, req.prompt_string(), add_special_tokens=True)
+
+    def _job(self, req: SamplingRequest, prompt: str, add_special_tokens: bool) -> Job:
+        adapter = self.resolve(req.model)
+        with self.tokenizer_lock:
+            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens).input_ids
+        asked, limit = req.token_limit(), self.cfg.max_tokens_limit
+        if asked is not None and asked > limit:
+            raise ApiError(400, f"max_tokens is {asked}; this server allows at most {limit}", "max_tokens")
+        room = self.context - len(ids) if self.context else None
+        if room is not None and (room <= 0 or (asked is not None and asked > room)):
+            raise ApiError(400, f"the prompt has {len(ids)} tokens and max_tokens is {asked}; together they must fit "
+                           f"the model's context of {self.context} tokens", "messages", "context_length_exceeded")  # fmt: skip
+        max_tokens = asked or min(self.cfg.default_max_tokens, room or self.cfg.default_max_tokens)
+        return Job(req.model, adapter, ids, max_tokens, req.temperature, req.top_p, req.seed, req.stops())
+
+    def run(self, job: Job, emit: Callable[[str], None], cancel: threading.Event) -> Outcome:
+        """Generate for `job`, passing text pieces to `emit` as they come (stop strings cut out)."""
+        stop_filter, stopped, pieces = StopFilter(job.stops), threading.Event(), []
+
+        def on_text(piece: str) -> None:
+            out = stop_filter.feed(piece)
+            if out:
+                pieces.append(out)
+                emit(out)
+            if stop_filter.stopped:
+                stopped.set()
+
+        streamer = _Streamer(self.tokenizer, on_text, self.tokenizer_lock)
+        sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0}
+        kwargs = (
+            sampling
+            if job.temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([job.input_ids], device=device)
+        with self.lock:
+            if cancel.is_set():
+                return Outcome("", "stop", len(job.input_ids), 0)
+            if job.seed is not None:
+                torch.manual_seed(job.seed)
+            with use_adapter(self.model, job.adapter), torch.inference_mode():
+                self.model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=job.max_tokens,
+                    eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id, streamer=streamer,
+                    stopping_criteria=[_Cancel(stopped, cancel)], **kwargs,
+                )  # fmt: skip
+        tail = stop_filter.flush()
+        if tail:
+            pieces.append(tail)
+            emit(tail)
+        ended = stop_filter.stopped or (streamer.ids and streamer.ids[-1] in self.stop_ids)
+        return Outcome("".join(pieces), "stop" if ended else "length", len(job.input_ids), len(streamer.ids))
+
+    def complete(self, job: Job) -> Outcome:
+        return self.run(job, lambda piece: None, threading.Event())
+
+
+def build_engine(cfg: ServeConfig) -> Engine:
+    """Load the model, every --adapter by name, and every mix; name them for `model` fields."""
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
+    specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.adapter)]
+    base_name = cfg.served_name or Path(cfg.model).name
+    variants: dict[str, str | None] = {base_name: None, BASE: None}
+    mixes = [parse_mix_spec(text, {s.name: s for s in specs}) for text in cfg.mix]
+    if any(s.weight != 1.0 for s in specs):  # weighted --adapter specs: serve their mix too, as predict does
+        mixes.append((MIX, specs))
+    if specs:
+        model = load_adapters(model, [AdapterSpec(s.name, s.path) for s in specs])
+        variants.update({s.name: s.name for s in specs})
+    for name, mix_specs in mixes:
+        if name in variants:
+            raise ConfigError(f"--mix {name}: that name is already taken by {name!r}; choose another")
+        variants[name] = mix_adapters(model, mix_specs, cfg.mix_method, cfg.mix_density, name)
+    logger.info("serving %s", ", ".join(n for n in variants if n != BASE))
+    return Engine(model, tokenizer, variants, cfg)
