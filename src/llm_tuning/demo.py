@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llm_tuning.config import DEFAULT_MODEL, option
 from llm_tuning.data.arithmetic import Question, make_split, to_rows
@@ -43,6 +44,7 @@ class DemoConfig:
     lora_rank: int = option(16, "LoRA rank")
     seed: int = option(0, "seed for the questions and the training")
     show: int = option(8, "answers shown side by side")
+    rlhf: bool = option(False, "then a reward model, PPO and GRPO on the arithmetic adapter (demo_rlhf.py)")
 
 
 @dataclass
@@ -94,7 +96,13 @@ def answer_all(
     return [r.text for r in results]
 
 
-def run(cfg: DemoConfig) -> DemoResult:
+def run(cfg: DemoConfig) -> Any:
+    if cfg.rlhf:
+        from llm_tuning.demo_rlhf import RLHFDemoConfig, run_rlhf_demo
+
+        sft_adapter = str(Path(cfg.output_dir) / "adapter")
+        return run_rlhf_demo(RLHFDemoConfig(model=cfg.model, sft_adapter=sft_adapter, train_size=cfg.train_size,
+                                            test_size=cfg.test_size, seed=cfg.seed))  # fmt: skip
     start = time.perf_counter()
     out = Path(cfg.output_dir)
     train_q, test_q = make_split(cfg.train_size, cfg.test_size, cfg.seed)

@@ -45,7 +45,9 @@ def exact_match(prompts: list[str], completions: list[str], answer: list | None 
     if answer is None and target is None:
         raise ValueError("exact_match needs an `answer` (or `target`) field in every data row")
     answers = answer if answer is not None else [final_number(str(t)) for t in target or []]
-    return [1.0 if a is not None and is_correct(c, a) else 0.0 for c, a in zip(completions, answers, strict=True)]
+    return [
+        1.0 if a is not None and is_correct(c, a) else 0.0 for c, a in zip(completions, answers, strict=True)
+    ]
 
 
 def answer_format(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
@@ -58,9 +60,14 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {"exact_match": exact_match, "format": an
 
 @dataclass(frozen=True)
 class NamedReward:
-    name: str  # the --reward value, used in logs and error messages
+    name: str  # the --reward value, used in error messages
     fn: RewardFn
     weight: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The name logged as reward/<key>: the built-in's name or the function's."""
+        return self.name.rsplit(":", 1)[-1]
 
 
 def _import_module(module: str, spec: str) -> Any:
@@ -96,7 +103,9 @@ def load_reward(spec: str, weight: float = 1.0) -> NamedReward:
 
 def load_rewards(specs: list[str], weights: list[float] | None = None) -> list[NamedReward]:
     if weights and len(weights) != len(specs):
-        raise ConfigError(f"--reward_weights gives {len(weights)} weights for {len(specs)} --reward functions")
+        raise ConfigError(
+            f"--reward_weights gives {len(weights)} weights for {len(specs)} --reward functions"
+        )
     return [load_reward(s, (weights or [1.0] * len(specs))[i]) for i, s in enumerate(specs)]
 
 

@@ -1,0 +1,268 @@
+"""What the RLHF commands share: option groups, preference splits, adapter plumbing, saving outputs.
+
+    llm-tuning rm  --data pairs.jsonl ...     (TrainerOptions + PreferenceDataOptions)
+    llm-tuning dpo --data pairs.jsonl ...     (the same groups)
+    llm-tuning ppo / grpo ...                 (adapter helpers; their loop lives in rlhf/loop.py)
+
+One base model carries every adapter of a run: the policy ("default"), a frozen copy of the starting
+adapter ("reference") when the KL reference is the SFT model, and the reward model's LoRA ("reward");
+`use_adapter` switches between them and `reference_context` gives the reference model's forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_tuning.config import ConfigError, check_choice, check_positive, option, save_config
+from llm_tuning.data.read import DataError
+from llm_tuning.models.load import mixed_precision_flags
+from llm_tuning.rlhf.data import PreferencePair, read_preferences
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+REFERENCE_KINDS = ("auto", "base", "initial")
+
+
+# ---- option groups ---------------------------------------------------------------------------
+
+
+@dataclass
+class PreferenceDataOptions:
+    data: str | None = option(
+        None, "JSON/JSONL/CSV of {prompt, chosen, rejected} rows", aliases=("train_file",)
+    )
+    eval_data: str | None = option(
+        None, "a separate file of held-out pairs (default: split --eval_split off)"
+    )
+    eval_split: float = option(0.1, "share of pairs held out for evaluation when --eval_data is not given")
+    train_subset: int = option(-1, "use only the first N training pairs (-1: all)")
+    eval_subset: int = option(-1, "use only the first N evaluation pairs (-1: all)")
+    prompt_key: str = option("prompt", "field holding the prompt (or `messages` for chat rows)")
+    max_length: int = option(
+        512, "drop pairs whose prompt + reply is longer (tokens)", aliases=("max_seq_length",)
+    )
+    template: str = option("chat", "chat: the model's chat template; none: raw text")
+    system_prompt: str | None = option(
+        None, "system message for the chat template (default: the template's own)"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ConfigError(
+                "give the preference pairs: --data FILE with prompt, chosen and rejected fields"
+            )
+        if not 0 <= self.eval_split < 1:
+            raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
+        check_choice("template", self.template, ("chat", "none"))
+        check_positive("max_length", self.max_length)
+
+
+@dataclass
+class TrainerOptions:
+    output_dir: str = option("weights/rlhf", "where the adapter, logs and checkpoints go")
+    sft_adapter: str | None = option(None, "start from this LoRA adapter (e.g. from `llm-tuning train`)",
+                                     aliases=("sft_model_lora_path", "previous_lora_weights"))  # fmt: skip
+    resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
+    per_device_train_batch_size: int = option(4, "pairs per device per step", aliases=("batch_size",))
+    per_device_eval_batch_size: int = option(8, "pairs per device per evaluation step")
+    gradient_accumulation_steps: int = option(1, "steps whose gradients add up before an update")
+    num_train_epochs: float = option(1.0, "passes over the pairs when --max_steps is -1")
+    max_steps: int = option(-1, "optimizer updates to run (-1: use --num_train_epochs)")
+    learning_rate: float = option(1e-4, "peak learning rate")
+    lr_scheduler_type: str = option("linear", "linear, cosine, constant, constant_with_warmup")
+    warmup_steps: float = option(0.0, "warm-up: steps, or a fraction (< 1) of all steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    logging_steps: int = option(10, "log every N steps")
+    eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
+    save_steps: int = option(500, "save a checkpoint every N steps")
+    save_total_limit: int | None = option(2, "keep at most N checkpoints")
+    fp16: bool = option(False, "fp16 mixed precision (GPU only; ignored on CPU)")
+    bf16: bool = option(False, "bf16 mixed precision (GPU only; ignored on CPU)")
+    gradient_checkpointing: bool = option(False, "recompute activations to save memory")
+    seed: int = option(42, "random seed")
+    report_to: str = option("tensorboard", "tensorboard, wandb, none, ...")
+    extra_args: dict = option({}, "more TRL / transformers training arguments, by name (YAML recipes)")
+
+    def __post_init__(self) -> None:
+        check_positive("per_device_train_batch_size", self.per_device_train_batch_size)
+        check_positive("learning_rate", self.learning_rate)
+        if self.fp16 and self.bf16:
+            raise ConfigError("choose one of --fp16 and --bf16")
+
+
+def trainer_arguments(cfg: TrainerOptions, has_eval: bool, dtype: torch.dtype) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's RewardConfig and DPOConfig (fp32 on CPU: TRL defaults to bf16)."""
+    return dict(
+        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps or cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to=cfg.report_to,
+        gradient_checkpointing=cfg.gradient_checkpointing, activation_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
+        **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16), **cfg.extra_args,
+    )  # fmt: skip
+
+
+def resume_argument(value: str | None) -> str | bool | None:
+    """Trainer's resume_from_checkpoint: True for 'latest', else the folder (or None)."""
+    return True if value == "latest" else value
+
+
+# ---- preference data -------------------------------------------------------------------------
+
+
+def load_preference_splits(
+    cfg: PreferenceDataOptions, seed: int = 42
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(train pairs, eval pairs): --eval_data, or a seeded --eval_split of --data; subsets applied."""
+    pairs = read_preferences(cfg.data, cfg.prompt_key)
+    if cfg.eval_data:
+        held_out = read_preferences(cfg.eval_data, cfg.prompt_key)
+    elif cfg.eval_split > 0 and len(pairs) > 1:
+        order = list(range(len(pairs)))
+        random.Random(seed).shuffle(order)
+        n_eval = max(1, round(len(pairs) * cfg.eval_split))
+        held_out = [pairs[i] for i in sorted(order[:n_eval])]
+        pairs = [pairs[i] for i in sorted(order[n_eval:])]
+    else:
+        held_out = []
+    if cfg.train_subset > 0:
+        pairs = pairs[: cfg.train_subset]
+    if cfg.eval_subset > 0:
+        held_out = held_out[: cfg.eval_subset]
+    return pairs, held_out
+
+
+def keep_short(encoded: list[tuple[list[int], list[int]]], max_length: int, path: str) -> list[int]:
+    """Indices of pairs whose both sides fit in max_length tokens; a DataError if none does."""
+    kept = [i for i, (a, b) in enumerate(encoded) if len(a) <= max_length and len(b) <= max_length]
+    if encoded and len(kept) < len(encoded):
+        logger.warning("%s: dropped %d of %d pairs longer than --max_length %d", path, len(encoded) - len(kept),
+                       len(encoded), max_length)  # fmt: skip
+    if encoded and not kept:
+        raise DataError(path, None, f"every pair is longer than --max_length {max_length} tokens",
+                        hint="raise --max_length")  # fmt: skip
+    return kept
+
+
+# ---- adapters on one base --------------------------------------------------------------------
+
+
+def read_adapter_weights(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an adapter folder (safetensors, or an older adapter_model.bin)."""
+    folder = Path(adapter_dir)
+    if (folder / ADAPTER_WEIGHTS).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / ADAPTER_WEIGHTS))
+    if (folder / "adapter_model.bin").is_file():
+        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: no {ADAPTER_WEIGHTS}; pass an adapter folder written by llm-tuning")
+
+
+def lora_only(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split an adapter's tensors into (LoRA weights, everything else: heads saved via modules_to_save)."""
+    lora = {k: v for k, v in state.items() if ".lora_" in k}
+    return lora, {k: v for k, v in state.items() if k not in lora}
+
+
+def add_adapter_from(
+    peft_model: Any, adapter_dir: str | Path, name: str, trainable: bool = False
+) -> dict[str, torch.Tensor]:
+    """Load a folder's LoRA weights as adapter `name` of `peft_model` (any task type); returns the other tensors.
+
+    A reward model's LoRA (task SEQ_CLS) lands on a causal LM this way: its layers have the same names,
+    and its score head comes back to the caller instead of being forced onto the LM.
+    """
+    from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+
+    lora, rest = lora_only(read_adapter_weights(adapter_dir))
+    if name not in peft_model.peft_config:
+        config = LoraConfig.from_pretrained(str(adapter_dir))
+        config.task_type = peft_model.peft_config["default"].task_type
+        config.modules_to_save, config.inference_mode = None, not trainable
+        peft_model.add_adapter(name, config)
+    # keep what the adapter has beyond LoRA (a new score head) as it is: only the LoRA weights are loaded
+    kept = {
+        k: v for k, v in get_peft_model_state_dict(peft_model, adapter_name=name).items() if ".lora_" not in k
+    }
+    result = set_peft_model_state_dict(peft_model, {**kept, **lora}, adapter_name=name)
+    missing = [k for k in result.missing_keys if f".{name}." in k and ".lora_" in k]
+    if missing:
+        raise ValueError(f"adapter {adapter_dir} does not fit this model: {len(missing)} LoRA weights missing, "
+                         f"e.g. {missing[0]}; was it trained on another base model?")  # fmt: skip
+    for pname, param in peft_model.named_parameters():
+        if f".{name}." in pname:
+            param.requires_grad_(trainable)
+    return rest
+
+
+@contextlib.contextmanager
+def use_adapter(peft_model: Any, name: str) -> Iterator[None]:
+    """Run with adapter `name` active, then restore the active adapter and every requires_grad flag."""
+    previous = peft_model.active_adapter
+    flags = {n: p.requires_grad for n, p in peft_model.named_parameters()}
+    peft_model.set_adapter(name)
+    try:
+        yield
+    finally:
+        peft_model.set_adapter(previous)
+        for n, p in peft_model.named_parameters():
+            p.requires_grad_(flags[n])
+
+
+def reference_kind(requested: str, sft_adapter: str | None) -> str:
+    """base: adapters disabled; initial: a frozen copy of the starting adapter. auto picks by --sft_adapter."""
+    check_choice("reference", requested, REFERENCE_KINDS)
+    if requested == "auto":
+        return "initial" if sft_adapter else "base"
+    if requested == "initial" and not sft_adapter:
+        return "base"  # a new LoRA starts at zero: the initial policy is the base model
+    return requested
+
+
+def reference_context(peft_model: Any, kind: str) -> contextlib.AbstractContextManager:
+    """The reference model's forward: the base with adapters off, or the frozen 'reference' adapter."""
+    return peft_model.disable_adapter() if kind == "base" else use_adapter(peft_model, "reference")
+
+
+def save_outputs(
+    model: Any, tokenizer: Any, cfg: Any, folder: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """The policy adapter ("default" only), tokenizer, config and extra safetensors, via a temp folder."""
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=out))
+    try:
+        model.save_pretrained(tmp, selected_adapters=["default"])
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        save_config(cfg, tmp)
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
+        for item in tmp.iterdir():
+            if (out / item.name).is_dir():
+                shutil.rmtree(out / item.name)
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
