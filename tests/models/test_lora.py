@@ -20,7 +20,7 @@ EXPECTED = {
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
 def arch_model(request, tmp_path_factory):
     """(arch, model) loaded through llm-tuning from a saved tiny random folder."""
-    from conftest import build_model
+    from tiny_models import build_model
 
     from llm_tuning.models.load import load_model
 

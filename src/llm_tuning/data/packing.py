@@ -22,9 +22,15 @@ from llm_tuning.data.encode import IGNORE_INDEX
 
 @dataclass
 class PackedCollator:
-    """Rows -> {input_ids, labels, position_ids} of shape (1, total tokens), no attention_mask."""
+    """Rows -> {input_ids, labels, position_ids} of shape (1, total tokens), no attention_mask.
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    `boundaries` adds the rows' cumulative lengths (`cu_seq_lens_q/k`, `max_length_q/k`), which
+    flash-attention and train/packed_attention.py use to attend row by row.
+    """
+
+    boundaries: bool = True
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         input_ids: list[int] = []
         labels: list[int] = []
         positions: list[int] = []
@@ -38,14 +44,14 @@ class PackedCollator:
             positions.extend(range(len(ids)))
         if not input_ids:
             raise ValueError("PackedCollator got a batch whose rows are all empty")
-        return {
+        batch: dict[str, Any] = {
             "input_ids": torch.tensor([input_ids], dtype=torch.long),
             "labels": torch.tensor([labels], dtype=torch.long),
             "position_ids": torch.tensor([positions], dtype=torch.long),
         }
-
-
-def row_lengths(position_ids: torch.Tensor) -> list[int]:
-    """The lengths of the rows packed into one (1, total) position_ids tensor."""
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist() + [position_ids.shape[-1]]
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        if self.boundaries:
+            lengths = [len(r["input_ids"]) for r in rows if len(r["input_ids"])]
+            cumulative = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+            batch.update(cu_seq_lens_q=cumulative, cu_seq_lens_k=cumulative, max_length_q=max(lengths),
+                         max_length_k=max(lengths))  # fmt: skip
+        return batch

@@ -5,9 +5,15 @@
         --learning_rate 1e-4 --fp16 --logging_steps 50 --output_dir weights/simple_math_4op
 
 Also runs straight on a data file (`--data train.jsonl`, tokenized through the same cache), from a YAML
-recipe, and under torchrun / accelerate launch (rank 0 tokenizes and saves; the others wait).
-The output folder: adapter_model.safetensors + adapter_config.json (plain PEFT loads it), the
-tokenizer, llm_tuning_config.yaml, runs/ (TensorBoard), training_log.json, training_curves.png.
+recipe, and unchanged under `torchrun --nproc_per_node N` / `accelerate launch` (DDP, DeepSpeed, FSDP:
+configs/accelerate/): rank 0 tokenizes while the others wait, each rank trains on its shard, rank 0
+logs and writes the adapter. The output folder: adapter_model.safetensors + adapter_config.json (plain
+PEFT loads it), the tokenizer, llm_tuning_config.yaml, runs/ (TensorBoard), training_log.json,
+training_curves.png.
+
+Speed (bench/README.md): rows are packed padding-free (`--packing`) and the vocabulary logits are
+computed only where the loss is taken (`--lean_logits`); both are checked against the plain padded
+loss on the model before training (train/speed.py). `--load_in_4bit` trains QLoRA on a GPU.
 """
 
 from __future__ import annotations
@@ -15,21 +21,33 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llm_tuning.config import ConfigError, DataOptions, LoraOptions, ModelOptions, option, save_config, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    DataOptions,
+    LoraOptions,
+    ModelOptions,
+    option,
+    save_config,
+    validate_groups,
+)
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import mark_trained_span
-from llm_tuning.data.tokenize import TOKENIZED_DIR, MANIFEST, TokenizeConfig
+from llm_tuning.data.packing import PackedCollator
+from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig
 from llm_tuning.data.tokenize import run as tokenize
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.train.loss import LeanLossTrainer
+from llm_tuning.train.packed_attention import use_packed_attention
+from llm_tuning.train.quantized import check_4bit, load_4bit_model
+from llm_tuning.train.speed import check_levers, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +80,16 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     logging_steps: int = option(10, "log loss and learning rate every N steps")
     fp16: bool = option(False, "fp16 mixed precision (GPU only; ignored on CPU)")
     bf16: bool = option(False, "bf16 mixed precision (GPU only; ignored on CPU)")
-    gradient_checkpointing: bool = option(False, "recompute activations to save memory")
+    gradient_checkpointing: bool = option(False, "recompute activations to save memory (~30% slower)")
     group_by_length: bool = option(False, "batch rows of similar length together (less padding)")
+    packing: bool = option(True, "padding-free batches: rows end to end, no attention across rows")
+    lean_logits: bool = option(True, "compute the vocabulary logits only at trained positions (less memory)")
+    row_attention: bool = option(
+        True, "with --packing on an sdpa model: attention row by row, not one block mask"
+    )
+    fast_dropout: bool = option(True, "draw the LoRA dropout masks with a faster sampler (same distribution)")
+    torch_threads: int = option(0, "CPU threads for torch (0: torch's default, one per core)")
+    load_in_4bit: bool = option(False, "QLoRA: 4-bit NF4 base model through bitsandbytes (CUDA GPUs only)")
     seed: int = option(42, "random seed for LoRA init, shuffling and dropout")
     report_to: str = option("tensorboard", "tensorboard, wandb, none, ...")
     remove_unused_columns: bool = option(False, "accepted for the original's commands; has no effect")
@@ -80,6 +106,8 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
         if self.fp16 and self.bf16:
             raise ConfigError("choose one of --fp16 and --bf16")
+        if self.torch_threads < 0:
+            raise ConfigError(f"--torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
 
 
 @dataclass
@@ -111,13 +139,22 @@ def tokenized_from_file(cfg: TrainConfig, path: str) -> Path:
     return tokenize(tok_cfg).path
 
 
+def on_cpu(cfg: TrainConfig) -> bool:
+    return pick_device(cfg.device).type == "cpu"
+
+
 def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     """(train, eval or None); under torchrun the main process tokenizes first, the others reuse it."""
     from accelerate import PartialState
     from datasets import load_from_disk
 
-    with PartialState().main_process_first():
-        folder = find_tokenized(cfg.tokenized_dataset) if cfg.tokenized_dataset else tokenized_from_file(cfg, cfg.data)
+    # cpu=True: on a machine without GPUs accelerate only sees torchrun's processes (gloo) when told so
+    with PartialState(cpu=on_cpu(cfg)).main_process_first():
+        folder = (
+            find_tokenized(cfg.tokenized_dataset)
+            if cfg.tokenized_dataset
+            else tokenized_from_file(cfg, cfg.data)
+        )
         eval_folder = tokenized_from_file(cfg, cfg.eval_data) if cfg.eval_data else None
     train = load_from_disk(str(folder))
     evaluation = load_from_disk(str(eval_folder)) if eval_folder else None
@@ -127,11 +164,11 @@ def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     return train, evaluation
 
 
-def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any) -> Any:
+def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bool = False) -> Any:
     from transformers import TrainingArguments
 
     eval_every = cfg.eval_steps or cfg.logging_steps
-    return TrainingArguments(
+    kwargs = dict(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_steps=cfg.max_steps,
@@ -143,61 +180,115 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any) -> Any:
         remove_unused_columns=False, dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        include_num_input_tokens_seen="non_padding", disable_tqdm=False,
-        **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16), **cfg.extra_args,
+        # packed batches have no padding (and no attention_mask to count it by)
+        include_num_input_tokens_seen="all" if packing else "non_padding", disable_tqdm=False,
+        prediction_loss_only=True,  # no metrics: do not keep every evaluation logit in memory
+        ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
+        use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
+        **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
+    kwargs.update(cfg.extra_args)
+    return TrainingArguments(**kwargs)
 
 
 def build_model(cfg: TrainConfig) -> Any:
-    model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
+    if cfg.load_in_4bit:
+        model = load_4bit_model(
+            cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, cfg.gradient_checkpointing
+        )
+    else:
+        model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks see a grad input
-    config = None if cfg.previous_lora_weights else lora_config(
-        model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora, cfg.use_rslora)
+    config = (
+        None
+        if cfg.previous_lora_weights
+        else lora_config(
+            model,
+            cfg.lora_rank,
+            cfg.lora_alpha,
+            cfg.lora_dropout,
+            cfg.target_modules,
+            cfg.use_dora,
+            cfg.use_rslora,
+        )
+    )
     return attach_lora(model, config, cfg.previous_lora_weights)
 
 
-def save_adapter(model: Any, tokenizer: Any, cfg: TrainConfig) -> None:
-    """Adapter + tokenizer + config into output_dir, through a temp folder (never half-written)."""
+def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
+    """Adapter + tokenizer + config into output_dir, through a temp folder (never half-written).
+
+    Every rank calls it: under DeepSpeed ZeRO-3 / FSDP the ranks gather the sharded weights together;
+    rank 0 alone writes.
+    """
     out = Path(cfg.output_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        save_config(cfg, tmp)
-        for item in tmp.iterdir():
-            os.replace(item, out / item.name)
-    finally:
+    tmp = out / ".adapter.partial"
+    main = trainer.is_world_process_zero()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if main:
+        try:
+            tokenizer.save_pretrained(tmp)
+            save_config(cfg, tmp)
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of the arguments: not ours to ship
+            for item in tmp.iterdir():
+                os.replace(item, out / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(cfg: TrainConfig) -> TrainResult:
-    """Set up data and model, train, save the adapter and its report."""
-    from transformers import Trainer, set_seed
+def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, Any], callbacks: list) -> Any:
+    """The Trainer with the levers that passed their check on this model (train/speed.py)."""
+    from transformers import Trainer
 
+    row_attention = cfg.packing and cfg.row_attention and use_packed_attention(model)
+    if cfg.fast_dropout:
+        use_fast_dropout(model)
+    levers = check_levers(model, cfg.packing, cfg.lean_logits)
+    logger.info("padding-free packing: %s%s; logits only at trained positions: %s", levers.packing,
+                " (attention row by row)" if levers.packing and row_attention else "", levers.lean_logits)  # fmt: skip
+    train_set, eval_set = data
+    dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
+    collator = PackedCollator() if levers.packing else PadCollator(tokenizer.pad_token_id)
+    trainer_class = LeanLossTrainer if levers.lean_logits else Trainer
+    return trainer_class(
+        model=model, args=training_arguments(cfg, eval_set is not None, dtype, levers.packing),
+        train_dataset=train_set, eval_dataset=eval_set, data_collator=collator, callbacks=callbacks,
+    )  # fmt: skip
+
+
+def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
+    """Set up data and model, train, save the adapter and its report; `callbacks` are extra TrainerCallbacks."""
+    from transformers import set_seed
+
+    if cfg.load_in_4bit:
+        check_4bit(cfg.device)
+    set_threads(cfg.torch_threads)
     set_seed(cfg.seed)
     train_set, eval_set = load_datasets(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     first = train_set[0]
-    logger.info("sample 0, trained tokens in [[ ]]:\n%s", mark_trained_span(tokenizer, first["input_ids"], first["labels"]))
+    logger.info(
+        "sample 0, trained tokens in [[ ]]:\n%s",
+        mark_trained_span(tokenizer, first["input_ids"], first["labels"]),
+    )
     model = build_model(cfg)
-    dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
     collector = LogCollector()
-    trainer = Trainer(
-        model=model, args=training_arguments(cfg, eval_set is not None, dtype), train_dataset=train_set,
-        eval_dataset=eval_set, data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[collector],
-    )  # fmt: skip
+    trainer = make_trainer(cfg, model, tokenizer, (train_set, eval_set), [collector, *(callbacks or [])])
     resume = cfg.resume_from_checkpoint
     output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
     tokens = int(trainer.state.num_input_tokens_seen)
+    save_adapter(trainer, tokenizer, cfg)
     if trainer.is_world_process_zero():
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_adapter(trainer.model, tokenizer, cfg)
         summary = {"train_loss": output.training_loss, "steps": output.global_step, "eval_loss": eval_loss,
                    "runtime_s": output.metrics.get("train_runtime"), "input_tokens": tokens}  # fmt: skip
         write_training_report(collector.records, cfg.output_dir, {"summary": summary})
         logger.info("adapter saved to %s (train loss %.4f over %d steps)", cfg.output_dir, output.training_loss,
                     output.global_step)  # fmt: skip
+    trainer.accelerator.wait_for_everyone()  # the files exist before any rank returns
     return TrainResult(Path(cfg.output_dir), output.training_loss, output.global_step,
                        output.metrics.get("train_runtime", 0.0), tokens, eval_loss, collector.records)  # fmt: skip
