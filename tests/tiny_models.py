@@ -1,6 +1,6 @@
 """Tiny random models and an in-memory tokenizer, saved as Hugging Face folders (no hub, no download).
 
-    from tiny_models import build_model, build_tokenizer
+from tiny_models import build_model, build_tokenizer
 """
 
 from __future__ import annotations
@@ -59,3 +59,25 @@ def build_model(folder: Path, arch: str = "llama", vocab_size: int = 600, seed: 
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     return folder
+
+
+def random_adapter(
+    base: str,
+    folder,
+    rank: int = 4,
+    targets=("q_proj", "v_proj"),
+    seed: int = 0,
+    alpha: int | None = None,
+    **kw,
+) -> str:
+    """A LoRA adapter whose A and B are both random, so it changes the model's output from the start."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=list(targets),
+                        init_lora_weights=False, **kw)  # fmt: skip
+    get_peft_model(model, config).save_pretrained(folder)
+    return str(folder)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 
 from llm_tuning.cli import main
@@ -19,16 +20,7 @@ INPUT = torch.tensor([[1, 5, 40, 77, 120, 9, 33, 250]])
 
 
 def random_adapter(base: str, folder: Path, rank: int, targets: list[str], seed: int) -> str:
-    """A LoRA adapter whose A and B are both random, so it changes the model's output from the start."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    get_peft_model(
-        model, LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
-    ).save_pretrained(folder)
-    return str(folder)
+    return tiny_models.random_adapter(base, folder, rank, targets, seed, alpha=rank)
 
 
 @pytest.fixture(scope="module")

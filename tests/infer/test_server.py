@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import openai
 import pytest
-import torch
+import tiny_models
 
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.template import prompt_text
@@ -31,16 +31,7 @@ QUESTION = "What is 12 + 7?"
 
 
 def random_adapter(base: str, folder: Path, rank: int, targets: list[str], seed: int) -> str:
-    """A LoRA adapter whose A and B are both random, so it changes the model's output from the start."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    get_peft_model(
-        model, LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
-    ).save_pretrained(folder)
-    return str(folder)
+    return tiny_models.random_adapter(base, folder, rank, targets, seed, alpha=rank)
 
 
 def free_port() -> int:

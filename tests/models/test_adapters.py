@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import random_adapter
 
 from llm_tuning.config import ConfigError
 from llm_tuning.models.adapters import (
@@ -19,22 +20,6 @@ from llm_tuning.models.adapters import (
 )
 
 INPUT = torch.tensor([[1, 5, 40, 77, 120, 9, 33, 250]])
-
-
-def random_adapter(
-    base: str, folder, rank: int = 4, targets=("q_proj", "v_proj"), seed: int = 0, **kw
-) -> str:
-    """A LoRA adapter whose A and B are both random, so it changes the model's output from the start."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False, **kw
-    )
-    get_peft_model(model, config).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

@@ -227,3 +227,21 @@ def test_use_fast_dropout_swaps_only_lora_dropouts(tiny_model):
     )
     assert not any(type(m) is torch.nn.Dropout and m.p == 0.1 for m in model.modules())
     assert model.state_dict().keys() == before  # the adapter's layout is unchanged
+
+
+@pytest.mark.parametrize("window", [4, 64], ids=["rows longer than the window", "rows within the window"])
+def test_row_attention_with_a_sliding_window(window):
+    """Mistral-style sliding-window attention: packed rows attend as the padded rows do."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=100,
+                                  sliding_window=window, use_cache=False)  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    rows = fixed_rows(100)
+    with torch.no_grad():
+        reference = model(**PadCollator(0)(rows)).loss.item()
+        assert use_packed_attention(model)
+        packed = model(**PackedCollator()(rows)).loss.item()
+    assert packed == pytest.approx(reference, rel=RTOL)

@@ -96,12 +96,8 @@ class LeanLossTrainer(Trainer):
         if "labels" not in inputs or self.args.n_gpu > 1:  # nn.DataParallel splits the batch under the hook
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = lean_forward(model, inputs, num_items_in_batch, self.accelerator.unwrap_model(model))
-        if (
-            self.args.average_tokens_across_devices
-            and self.model_accepts_loss_kwargs
-            and num_items_in_batch is not None
-        ):
-            loss = (
-                loss * self.accelerator.num_processes
-            )  # DDP averages gradients; the sum was over all devices
+        # as Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages the gradients
+        scaled = self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+        if scaled and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
