@@ -209,3 +209,36 @@ def test_unknown_tokenized_dataset_name(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no tokenized folder"):
         sft.run(TrainConfig(model=tiny_model, tokenized_dataset="nothing_here", report_to="none"))
+
+
+def test_continue_from_a_weighted_mix_of_adapters(tiny_model, data_file, tmp_path):
+    from tiny_models import random_adapter
+
+    one = random_adapter(tiny_model, tmp_path / "one", rank=4, seed=1)
+    two = random_adapter(tiny_model, tmp_path / "two", rank=8, seed=2)
+    out = tmp_path / "mixed"
+    cfg = quick(tiny_model, data_file, out, max_steps=1, previous_lora_weights=[f"{one}:0.7", f"{two}:0.3"])
+    sft.run(cfg)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 12  # `cat` (the default) stacks the ranks: the mix is exact, then trained
+    assert load_file(out / "adapter_model.safetensors")
+
+
+def test_a_single_previous_adapter_may_be_a_plain_string(tiny_model, data_file, tmp_path):
+    cfg = quick(tiny_model, data_file, tmp_path, previous_lora_weights="weights/x")
+    assert cfg.previous_lora_weights == ["weights/x"]
+
+
+def test_tokenized_folder_of_another_model_warns(tiny_model, other_model, data_file, tmp_path, caplog):
+    from llm_tuning.data.tokenize import TokenizeConfig
+    from llm_tuning.data.tokenize import run as tokenize
+
+    folder = tokenize(TokenizeConfig(input_file=str(data_file), model=other_model, prompt_key="q", target_key="a",
+                                     output_dir=str(tmp_path / "tok"))).path  # fmt: skip
+    with caplog.at_level("WARNING"):
+        sft.check_tokenized_for(folder, tiny_model)
+    assert "was tokenized for model" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sft.check_tokenized_for(folder, other_model)
+    assert caplog.text == ""

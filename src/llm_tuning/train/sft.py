@@ -39,8 +39,9 @@ from llm_tuning.config import (
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import mark_trained_span
 from llm_tuning.data.packing import PackedCollator
-from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig
+from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
 from llm_tuning.data.tokenize import run as tokenize
+from llm_tuning.models.adapters import mixed_trainable_adapter, needs_mix, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
@@ -63,7 +64,12 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     eval_split: float = option(0.0, "share of rows held out for evaluation (0 = none)")
     eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
     output_dir: str = option("weights/lora", "where the adapter, logs and checkpoints go")
-    previous_lora_weights: str | None = option(None, "continue training an earlier adapter folder")
+    previous_lora_weights: list[str] = option([], "continue an earlier adapter; repeat as dir:weight to start "
+                                              "from a weighted mix of several (see --mix_method)")  # fmt: skip
+    mix_method: str = option(
+        "cat", "how several --previous_lora_weights combine: cat (exact), linear, svd, ..."
+    )
+    mix_density: float | None = option(None, "share of weights kept by ties / dare mixing")
     resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
     per_device_train_batch_size: int = option(4, "rows per device per step", aliases=("batch_size",))
     per_device_eval_batch_size: int = option(8, "rows per device per evaluation step")
@@ -98,6 +104,10 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
 
     def __post_init__(self) -> None:
         validate_groups(self)
+        if isinstance(
+            self.previous_lora_weights, str
+        ):  # one folder, as the original and YAML recipes give it
+            self.previous_lora_weights = [self.previous_lora_weights]
         if not self.tokenized_dataset and not self.data:
             raise ConfigError("give the training data: --tokenized_dataset FOLDER or --data FILE")
         if self.tokenized_dataset and self.data:
@@ -130,6 +140,14 @@ def find_tokenized(name: str) -> Path:
                       "run `llm-tuning tokenize --save_name NAME ...` first, or pass --data FILE")  # fmt: skip
 
 
+def check_tokenized_for(folder: Path, model: str) -> None:
+    """Warn when a tokenized folder was made with another model's tokenizer (its ids would be wrong)."""
+    manifest = read_manifest(folder)
+    if manifest and manifest.get("model") not in (None, model) and Path(manifest["model"]) != Path(model):
+        logger.warning("%s was tokenized for model %r, but --model is %r: re-tokenize unless they share a "
+                       "tokenizer", folder, manifest["model"], model)  # fmt: skip
+
+
 def tokenized_from_file(cfg: TrainConfig, path: str) -> Path:
     tok_cfg = TokenizeConfig(
         input_file=path, model=cfg.model, prompt_key=cfg.prompt_key, target_key=cfg.target_key,
@@ -156,6 +174,7 @@ def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
             else tokenized_from_file(cfg, cfg.data)
         )
         eval_folder = tokenized_from_file(cfg, cfg.eval_data) if cfg.eval_data else None
+    check_tokenized_for(folder, cfg.model)
     train = load_from_disk(str(folder))
     evaluation = load_from_disk(str(eval_folder)) if eval_folder else None
     if evaluation is None and cfg.eval_split > 0:
@@ -213,7 +232,10 @@ def build_model(cfg: TrainConfig) -> Any:
             cfg.use_rslora,
         )
     )
-    return attach_lora(model, config, cfg.previous_lora_weights)
+    specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.previous_lora_weights)]
+    if needs_mix(specs):
+        return mixed_trainable_adapter(model, specs, cfg.mix_method, cfg.mix_density)
+    return attach_lora(model, config, specs[0].path if specs else None)
 
 
 def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
