@@ -201,3 +201,38 @@ def test_failure_while_saving_cleans_up(tiny_model, two_key_file, tmp_path, monk
         run(tok(tiny_model, two_key_file, save_name="math", prompt_loss=True))
     assert (good.path / MANIFEST).read_text() == before
     assert sorted(p.name for p in Path("data/tokenized_data").iterdir()) == ["math"]
+
+
+def test_forked_workers_give_the_same_dataset_as_one_process(tiny_model, tmp_path):
+    rows = [{"q": f"What is {a} + {b}?" + " pad" * (a % 7) * 9, "a": f"{a} + {b} = {a + b}"}
+            for a in range(40) for b in range(3)]  # fmt: skip
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    flags = {"batch_rows": 7, "max_seq_length": 48}
+    one = run(tok(tiny_model, data, num_proc=1, output_dir=str(tmp_path / "one"), **flags))
+    two = run(tok(tiny_model, data, num_proc=2, output_dir=str(tmp_path / "two"), **flags))
+    counts = [(r.rows, r.truncated, r.skipped) for r in (one, two)]
+    assert one.truncated > 0 and counts[0] == counts[1]
+    for name in ("input_ids", "labels", "length"):
+        assert column(one, name) == column(two, name)
+
+
+def test_a_bad_row_in_a_worker_is_reported_with_its_line(tiny_model, tmp_path):
+    rows = [{"q": f"question {i}", "a": f"answer {i}"} for i in range(30)]
+    rows[23] = {"q": "question 23"}
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    with pytest.raises(DataError, match=r"rows.jsonl, row 24, field 'a': is missing"):
+        run(tok(tiny_model, data, num_proc=2, batch_rows=5))
+
+
+def test_token_ids_equal_the_tokenizer_call(tiny_model):
+    from llm_tuning.data.encode import token_ids
+    from llm_tuning.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    texts = [
+        "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n",
+        " leading space",
+        "",
+        "ünïcode, tabs\tand\nnewlines",
+    ]
+    assert token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]

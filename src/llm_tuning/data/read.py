@@ -25,6 +25,10 @@ class DataError(ValueError):
         )
         super().__init__(f"{where}: {problem}" + (f". {hint}" if hint else ""))
         self.path, self.row, self.field = str(path), row, field
+        self._parts = (path, row, problem, field, hint)
+
+    def __reduce__(self) -> tuple:  # raised in a tokenizing worker process, re-raised in the main one
+        return type(self), self._parts
 
 
 def _decode(path: Path) -> str:

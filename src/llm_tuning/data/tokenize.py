@@ -14,17 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
-from llm_tuning.config import DataOptions, option, validate_groups
-from llm_tuning.data.encode import encode_segments, truncate
+from llm_tuning.config import ConfigError, DataOptions, option, validate_groups
+from llm_tuning.data.encode import IGNORE_INDEX, encode_segments, truncate
 from llm_tuning.data.formats import row_to_messages
 from llm_tuning.data.read import DataError, iter_rows
 from llm_tuning.data.template import adds_bos, conversation_segments
@@ -33,7 +38,7 @@ from llm_tuning.models.resolve import llm_tuning_home, resolve_model
 logger = logging.getLogger(__name__)
 
 MANIFEST = "llm_tuning_manifest.json"
-FORMAT_VERSION = 2  # bump when the encoding changes, so old caches are not reused
+FORMAT_VERSION = 3  # bump when the encoding changes, so old caches are not reused
 TOKENIZED_DIR = Path("data") / "tokenized_data"  # where the original kept --save_name folders
 
 
@@ -49,9 +54,12 @@ class TokenizeConfig(DataOptions):
     output_dir: str | None = option(None, "save in this folder instead")
     trust_remote_code: bool = option(False, "run the model repository's own tokenizer code")
     batch_rows: int = option(1000, "rows tokenized per batched call")
+    num_proc: int = option(0, "worker processes (0: one per CPU core; 1: none)")
 
     def __post_init__(self) -> None:
         validate_groups(self)
+        if self.num_proc < 0 or self.batch_rows < 1:
+            raise ConfigError("--num_proc must be >= 0 and --batch_rows >= 1")
         if not self.input_file:
             raise DataError("--input_file", None, "no data file given", hint="pass --input_file data.jsonl")
 
@@ -124,38 +132,122 @@ def row_prompt_loss(row: dict[str, Any], default: bool, source: Path, number: in
     return value
 
 
-def encode_file(cfg: TokenizeConfig, source: Path, tokenizer: Any) -> tuple[dict[str, list], dict[str, int]]:
-    """Columns input_ids / labels / length, and counts of truncated and skipped rows."""
-    columns: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
-    counts = {"total": 0, "truncated": 0, "skipped": 0}
+@dataclass
+class Chunk:
+    """Encoded rows: ids and labels end to end (int32), each kept row's length, and row counts."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    total: int = 0
+    truncated: int = 0
+    skipped: int = 0
+
+
+def encode_rows(cfg: TokenizeConfig, source: Path, tokenizer: Any, rows: list[tuple[int, dict]]) -> Chunk:
+    """Render, tokenize (one batched call), mask, truncate or skip the numbered rows of `source`."""
     bos = tokenizer.bos_token_id if cfg.template == "none" and adds_bos(tokenizer) else None
-    batch: list[list] = []
-    batch_prompt_loss: list[bool] = []
-
-    def flush() -> None:
-        for input_ids, labels in encode_segments(tokenizer, batch, batch_prompt_loss, bos):
-            encoded = truncate(input_ids, labels, cfg.max_seq_length)
-            if encoded.truncated and (cfg.skip_overlength or all(x == -100 for x in encoded.labels)):
-                counts["skipped"] += 1  # dropped on request, or nothing left to train on
-                continue
-            counts["truncated"] += encoded.truncated
-            columns["input_ids"].append(encoded.input_ids)
-            columns["labels"].append(encoded.labels)
-            columns["length"].append(len(encoded.input_ids))
-        batch.clear()
-        batch_prompt_loss.clear()
-
-    for number, row in tqdm(iter_rows(source), desc=f"tokenizing {source.name}", unit=" rows"):
+    segments, prompt_loss = [], []
+    for number, row in rows:
         messages = row_to_messages(row, cfg.prompt_key, cfg.target_key, source, number)
-        batch.append(conversation_segments(tokenizer, messages, cfg.template, cfg.system_prompt))
-        batch_prompt_loss.append(row_prompt_loss(row, cfg.prompt_loss, source, number))
-        counts["total"] += 1
-        if len(batch) >= cfg.batch_rows:
-            flush()
-    flush()
-    if counts["total"] == 0:
+        segments.append(conversation_segments(tokenizer, messages, cfg.template, cfg.system_prompt))
+        prompt_loss.append(row_prompt_loss(row, cfg.prompt_loss, source, number))
+    ids: list[int] = []
+    labels: list[int] = []
+    lengths: list[int] = []
+    truncated = skipped = 0
+    for input_ids, row_labels in encode_segments(tokenizer, segments, prompt_loss, bos):
+        encoded = truncate(input_ids, row_labels, cfg.max_seq_length)
+        if encoded.truncated and (cfg.skip_overlength or all(x == IGNORE_INDEX for x in encoded.labels)):
+            skipped += 1  # dropped on request, or nothing left to train on
+            continue
+        truncated += encoded.truncated
+        ids.extend(encoded.input_ids)
+        labels.extend(encoded.labels)
+        lengths.append(len(encoded.input_ids))
+    return Chunk(np.array(ids, np.int32), np.array(labels, np.int32), np.array(lengths, np.int64),
+                 len(rows), truncated, skipped)  # fmt: skip
+
+
+_JOB: tuple | None = None  # (cfg, source, tokenizer, chunks) for forked workers, which inherit it
+
+
+def _encode_chunk(index: int) -> Chunk:
+    cfg, source, tokenizer, chunks = _JOB
+    return encode_rows(cfg, source, tokenizer, chunks[index])
+
+
+def worker_count(requested: int, chunks: int) -> int:
+    """Worker processes: `requested`, or one per CPU core for 0; one where fork is missing (macOS, Windows)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(requested or cores, chunks))
+
+
+def encode_file(cfg: TokenizeConfig, source: Path, tokenizer: Any) -> Chunk:
+    """Every row of `source`, encoded in chunks of `batch_rows` rows, by `num_proc` forked workers."""
+    global _JOB
+    rows = list(iter_rows(source))
+    if not rows:
         raise DataError(source, None, "has no rows", hint="the file is empty")
-    return columns, counts
+    chunks = [rows[i : i + cfg.batch_rows] for i in range(0, len(rows), cfg.batch_rows)]
+    workers = worker_count(cfg.num_proc, len(chunks))
+    progress = tqdm(total=len(rows), desc=f"tokenizing {source.name}", unit=" rows")
+    parts = []
+    _JOB = (cfg, source, tokenizer, chunks)
+    try:
+        if workers == 1:
+            for i in range(len(chunks)):
+                parts.append(_encode_chunk(i))
+                progress.update(parts[-1].total)
+        else:
+            # each worker tokenizes its own chunks on one thread; this also keeps the tokenizers
+            # library from warning that its thread pool cannot survive the fork
+            with (
+                _env("TOKENIZERS_PARALLELISM", "false"),
+                ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool,
+            ):
+                for part in pool.map(_encode_chunk, range(len(chunks))):
+                    parts.append(part)
+                    progress.update(part.total)
+    finally:
+        _JOB = None
+        progress.close()
+    return Chunk(
+        np.concatenate([p.ids for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.lengths for p in parts]),
+        *(sum(getattr(p, k) for p in parts) for k in ("total", "truncated", "skipped")),
+    )
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def to_table(chunk: Chunk) -> Any:
+    """An Arrow table (input_ids, labels, length) built from the flat arrays, without Python lists."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(chunk.lengths) + 1, np.int64)
+    np.cumsum(chunk.lengths, out=offsets[1:])
+    lists = pa.ListArray if offsets[-1] < 2**31 else pa.LargeListArray
+    offsets = pa.array(offsets.astype(np.int32) if lists is pa.ListArray else offsets)
+    return pa.table({
+        "input_ids": lists.from_arrays(offsets, pa.array(chunk.ids)),
+        "labels": lists.from_arrays(offsets, pa.array(chunk.labels)),
+        "length": pa.array(chunk.lengths),
+    })  # fmt: skip
 
 
 def run(cfg: TokenizeConfig) -> TokenizeResult:
@@ -178,15 +270,16 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
         return TokenizeResult(folder, c["rows"], c["total"], c["truncated"], c["skipped"], reused=True)
 
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    columns, counts = encode_file(cfg, source, tokenizer)
-    counts["rows"] = len(columns["input_ids"])
+    encoded = encode_file(cfg, source, tokenizer)
+    counts = {"total": encoded.total, "truncated": encoded.truncated, "skipped": encoded.skipped,
+              "rows": len(encoded.lengths)}  # fmt: skip
     if counts["rows"] == 0:
         raise DataError(source, None, f"every row is longer than --max_seq_length {cfg.max_seq_length}",
                         hint="raise --max_seq_length or drop --skip_overlength")  # fmt: skip
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        Dataset.from_dict(columns).save_to_disk(str(tmp))
+        Dataset(to_table(encoded)).save_to_disk(str(tmp))
         (tmp / MANIFEST).write_text(json.dumps({**parts, "counts": counts}, indent=2, ensure_ascii=False))
         if folder.exists():
             shutil.rmtree(folder)
