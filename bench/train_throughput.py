@@ -6,7 +6,7 @@
     python bench/train_throughput.py --model FOLDER --steps 20 --batch 16 --json results.json
 
 Both trainers get the same model, rows (prompt/target, lengths long-tailed over 32..512 tokens), LoRA
-(r 8, alpha 16, dropout 0.05 or --lora_dropout, every linear projection), batch, learning rate and fp32 precision
+(r 8, alpha 16, dropout 0 or --lora_dropout, every linear projection), batch, learning rate and fp32 precision
 (TRL: bf16=False; its other defaults are kept, gradient checkpointing included, unless
 --trl_no_checkpointing). TRL reads the rows as conversational prompt-completion pairs, llm-tuning
 through its chat template: both mask the prompt. Each run is a subprocess of its own, so its peak RSS
@@ -38,6 +38,8 @@ LEVERS = {  # name -> llm-tuning TrainConfig flags: each lever added to the plai
     "plain + fast dropout": {**PLAIN, "fast_dropout": True},
     "defaults, block mask instead of row attention": {"row_attention": False},
     "defaults + gradient checkpointing": {"gradient_checkpointing": True},
+    "defaults + LoRA dropout 0.05 (fast dropout)": {"lora_dropout": 0.05},
+    "defaults + LoRA dropout 0.05, nn.Dropout": {"lora_dropout": 0.05, "fast_dropout": False},
 }
 COMPILE = {"+ torch.compile": {"extra_args": {"torch_compile": True}}}
 
@@ -48,8 +50,8 @@ def run_llm_tuning(spec: dict) -> dict:
     clock = benchlib.make_clock()
     cfg = TrainConfig(model=spec["model"], data=spec["data"], output_dir=spec["out"], max_steps=spec["steps"],
                       per_device_train_batch_size=spec["batch"], learning_rate=2e-4, warmup_steps=0, lora_rank=8,
-                      lora_alpha=16, lora_dropout=spec["dropout"], logging_steps=spec["steps"], save_steps=10**9,
-                      report_to="none", max_seq_length=1024, seed=42, **spec["flags"])  # fmt: skip
+                      lora_alpha=16, logging_steps=spec["steps"], save_steps=10**9, report_to="none",
+                      max_seq_length=1024, seed=42, **{"lora_dropout": spec["dropout"], **spec["flags"]})  # fmt: skip
     result = run(cfg, callbacks=[clock])
     lengths = list(load_datasets(cfg)[0]["length"])
     return finish(clock, lengths, result.train_loss)
@@ -153,11 +155,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is not timed)")
     p.add_argument("--batch", type=int, default=8, help="rows per step")
     p.add_argument("--max_len", type=int, default=512, help="longest row, in tokens (the shortest is 32)")
-    p.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout of both trainers")
+    p.add_argument(
+        "--lora_dropout", type=float, default=0.0, help="LoRA dropout of both trainers (llm-tuning's default)"
+    )
     p.add_argument(
         "--tiny", action="store_true", help="a random tiny Llama instead of --model: quick self-check"
     )
     p.add_argument("--levers", action="store_true", help="also run each llm-tuning speed lever on its own")
+    p.add_argument("--lever", action="append", default=[], choices=sorted(LEVERS), help="also run this lever")
     p.add_argument(
         "--compile", action="store_true", help="also the defaults under torch.compile (slow to compile)"
     )
@@ -189,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         peak = benchlib.matmul_peak()
         runs = [("TRL SFTTrainer", {**base, "trainer": "trl", "flags": {"no_checkpointing": args.trl_no_checkpointing}}),
                 ("llm-tuning train (defaults)", {**base, "trainer": "llm-tuning", "flags": {}})]  # fmt: skip
-        levers = {**(LEVERS if args.levers else {}), **(COMPILE if args.compile else {})}
+        chosen = LEVERS if args.levers else {name: LEVERS[name] for name in args.lever}
+        levers = {**chosen, **(COMPILE if args.compile else {})}
         runs += [(name, {**base, "trainer": "llm-tuning", "flags": flags}) for name, flags in levers.items()]
         results = [launch(name, spec, workdir, env) for name, spec in runs]
         peak = max(peak, benchlib.matmul_peak())

@@ -198,7 +198,9 @@ class DataOptions:
 class LoraOptions:
     lora_rank: int = option(8, "LoRA rank r", aliases=("lora_r",))
     lora_alpha: int | None = option(None, "LoRA alpha (default: 2 x rank)")
-    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    lora_dropout: float = option(
+        0.0, "dropout on the LoRA input (default 0, as in PEFT: training is faster without)"
+    )
     target_modules: str = option("auto", "comma-separated module names, or auto: every linear projection")
     use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
     use_rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")
