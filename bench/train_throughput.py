@@ -39,6 +39,7 @@ LEVERS = {  # name -> llm-tuning TrainConfig flags: each lever added to the plai
     "defaults, block mask instead of row attention": {"row_attention": False},
     "defaults + gradient checkpointing": {"gradient_checkpointing": True},
     "defaults + LoRA dropout 0.05 (fast dropout)": {"lora_dropout": 0.05},
+    "defaults + mmap threshold 4 MiB": {"mmap_threshold_mb": 4},
     "defaults + LoRA dropout 0.05, nn.Dropout": {"lora_dropout": 0.05, "fast_dropout": False},
 }
 COMPILE = {"+ torch.compile": {"extra_args": {"torch_compile": True}}}

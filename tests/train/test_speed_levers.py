@@ -245,3 +245,14 @@ def test_row_attention_with_a_sliding_window(window):
         assert use_packed_attention(model)
         packed = model(**PackedCollator()(rows)).loss.item()
     assert packed == pytest.approx(reference, rel=RTOL)
+
+
+def test_mmap_threshold_applies_on_linux_glibc_only_when_asked():
+    import platform
+    import sys
+
+    from llm_tuning.train.speed import set_mmap_threshold
+
+    assert set_mmap_threshold(0) is False
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert set_mmap_threshold(64) is glibc  # 64 MiB: larger than any tensor of the other tests

@@ -48,7 +48,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
-from llm_tuning.train.speed import check_levers, set_threads, use_fast_dropout
+from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,11 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     )
     fast_dropout: bool = option(True, "draw the LoRA dropout masks with a faster sampler (same distribution)")
     torch_threads: int = option(0, "CPU threads for torch (0: torch's default, one per core)")
+    mmap_threshold_mb: int = option(
+        0,
+        "CPU (Linux): freed tensors of this many MiB or more go back to the OS at once; 4: -10% memory, "
+        "-12% speed (0: glibc's default)",
+    )
     load_in_4bit: bool = option(False, "QLoRA: 4-bit NF4 base model through bitsandbytes (CUDA GPUs only)")
     seed: int = option(42, "random seed for LoRA init, shuffling and dropout")
     report_to: str = option("tensorboard", "tensorboard, wandb, none, ...")
@@ -118,6 +123,10 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
             raise ConfigError("choose one of --fp16 and --bf16")
         if self.torch_threads < 0:
             raise ConfigError(f"--torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
+        if self.mmap_threshold_mb < 0:
+            raise ConfigError(
+                f"--mmap_threshold_mb must be >= 0 (0: glibc's default), got {self.mmap_threshold_mb}"
+            )
 
 
 @dataclass
@@ -289,6 +298,8 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     if cfg.load_in_4bit:
         check_4bit(cfg.device)
     set_threads(cfg.torch_threads)
+    if on_cpu(cfg):
+        set_mmap_threshold(cfg.mmap_threshold_mb)
     set_seed(cfg.seed)
     train_set, eval_set = load_datasets(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)

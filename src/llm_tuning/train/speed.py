@@ -12,7 +12,9 @@ plain padded loss the model computes itself; a lever that disagrees is switched 
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +101,27 @@ def set_threads(count: int) -> None:
     """Intra-op CPU threads (0: torch's default, one per physical core; torchrun sets 1 per process)."""
     if count > 0:
         torch.set_num_threads(count)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def set_mmap_threshold(megabytes: int) -> bool:
+    """On Linux (glibc), give blocks of `megabytes` MiB and more back to the OS as soon as they are freed.
+
+    glibc raises its mmap threshold every time a large block is freed (up to 32 MiB), after which the
+    activations of the next step come from the heap and freed ones stay in the process: CPU training's
+    resident memory grows well past what is live. A fixed threshold stops that, at the price of a page
+    fault for every large tensor (bench/README.md: 4 MiB gave -10% peak RSS for -12% tokens/s on
+    SmolLM2-135M). 0 leaves glibc's behaviour. Returns whether the setting was applied.
+    """
+    if megabytes <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, megabytes << 20))
 
 
 class FastDropout(nn.Module):
