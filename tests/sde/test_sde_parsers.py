@@ -46,6 +46,7 @@ def rows_for(task: Task) -> list[dict]:
         {"text": "nothing here", "labels": {}},
         {"text": "one", "labels": {first: "alpha"}},
         {"text": "many", "labels": {first: ["alpha beta", "gamma"], second: ["IL-2 (human)", "delta: 4"]}},
+        {"text": "tweet (HTML kept)", "labels": {first: ["Steve &quot; Stylez &quot;", "Desperado"]}},
         {"text": "all", "labels": {slot: f"span{i}" for i, slot in enumerate(task.slots)}},
     ]
 

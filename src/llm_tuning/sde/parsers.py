@@ -31,7 +31,8 @@ KV = re.compile(r"[:：]")
 SENTIMENT_PAIRS = re.compile(r"[,，;；、\n]")
 EXTRACTION_PAIRS = re.compile(r"[;；\n]")
 SPANS = re.compile(r"[,，、]")
-BRACKETS = re.compile(r"[(（][^()（）]*[)）]")
+# bracketed evidence, and HTML entities (tweets keep `&quot;`): their separators never split an answer
+PROTECTED = re.compile(r"[(（][^()（）]*[)）]|&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
 MASK = re.compile(r"\x00(\d+)\x00")
 CUE = re.compile(r"^\s*(输出|答案|回答|结果|output|answer|result|response)\s*[:：]\s*", re.IGNORECASE)
 QUOTES = "\"'“”‘’「」`"
@@ -361,14 +362,15 @@ def _is_pair(item: Any) -> bool:
 
 
 def _mask(text: str) -> tuple[str, list[str]]:
-    """Bracketed groups replaced by \\x00i\\x00, so separators inside evidence do not split the answer."""
+    """Bracketed groups and HTML entities replaced by \\x00i\\x00, so the separators inside them (evidence,
+    `&quot;`) do not split the answer."""
     groups: list[str] = []
 
     def keep(match: re.Match) -> str:
         groups.append(match.group())
         return f"\x00{len(groups) - 1}\x00"
 
-    return BRACKETS.sub(keep, text), groups
+    return PROTECTED.sub(keep, text), groups
 
 
 def _unmask(text: str, groups: list[str]) -> str:
