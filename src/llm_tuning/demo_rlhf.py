@@ -46,6 +46,7 @@ class RLHFDemoConfig:
     test_size: int = option(60, "held-out questions")
     rm_pairs: int = option(192, "preference pairs for the reward model (a sixth held out)")
     rm_epochs: float = option(1.0, "reward model epochs")
+    rm_learning_rate: float = option(2e-4, "reward model learning rate")
     ppo_steps: int = option(8, "PPO rollout batches of --rl_batch prompts")
     grpo_steps: int = option(8, "GRPO steps of --rl_batch / 2 prompts x 4 replies")
     rl_batch: int = option(8, "prompts per PPO step (GRPO: half as many prompts, 4 replies each)")
@@ -128,7 +129,8 @@ def run_rlhf_demo(cfg: RLHFDemoConfig) -> RLHFDemoResult:
     start = time.perf_counter()
     rm = train_reward_model(RewardModelConfig(
         model=cfg.model, data=str(pairs_file), output_dir=str(out / "reward_model"), sft_adapter=sft,
-        eval_split=1 / 6, num_train_epochs=cfg.rm_epochs, per_device_train_batch_size=8, learning_rate=2e-4,
+        eval_split=1 / 6, num_train_epochs=cfg.rm_epochs, per_device_train_batch_size=8,
+        learning_rate=cfg.rm_learning_rate,
         logging_steps=4, eval_steps=10_000, save_steps=10_000, seed=cfg.seed, max_length=128,
     ))  # fmt: skip
     result.reward_model_accuracy = rm.eval_accuracy

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -178,8 +179,9 @@ def _encode_chunk(index: int) -> Chunk:
 
 
 def worker_count(requested: int, chunks: int) -> int:
-    """Worker processes: `requested`, or one per CPU core for 0; one where fork is missing (macOS, Windows)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    """Worker processes: `requested`, or one per CPU core for 0; one off Linux (fork is unsafe on macOS and
+    missing on Windows)."""
+    if not sys.platform.startswith("linux"):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(requested or cores, chunks))
