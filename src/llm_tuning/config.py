@@ -77,9 +77,8 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
         kind, is_list = _base_type(hints[f.name])
         meta = f.metadata
         names = [f"--{f.name}", *(f"--{a}" for a in meta.get("aliases", ()))]
-        help_text = (
-            f"{meta.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '[]'})"
-        )
+        default = f.default if f.default is not dataclasses.MISSING else "[]"
+        help_text = f"{meta.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats help
         if kind is bool:
             parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=to_bool, help=help_text)
         elif is_list:
