@@ -6,12 +6,15 @@ Imported by bench/train_throughput.py and bench/tokenize_speed.py (run from the 
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_models import build_model, build_tokenizer  # noqa: E402  (the tests' tiny model builders)
 
 WORDS = (
     "the of and to in is you that it he was for on are as with his they at be this have from or one had by "
@@ -53,20 +56,6 @@ def make_rows(
     return rows
 
 
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 def make_tiny_model(
     folder: Path,
     hidden: int = 64,
@@ -78,29 +67,11 @@ def make_tiny_model(
 ) -> Path:
     """A random Llama (default hidden 64, 2 layers) with a ChatML byte-level BPE tokenizer trained on WORDS
     (vocabulary ~1000; `vocab` makes the model's embedding larger, e.g. a stand-in of a real model's shape)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator([" ".join(WORDS)] * 50 + ["user assistant system ?."] * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")  # fmt: skip
-    fast.chat_template = CHATML
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = AutoConfig.for_model("llama", hidden_size=hidden, intermediate_size=ffn or 2 * hidden,
-                                  num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                  max_position_embeddings=2048, vocab_size=max(vocab or 0, len(fast)),
-                                  tie_word_embeddings=True)  # fmt: skip
-    config.eos_token_id, config.pad_token_id, config.bos_token_id = 2, 0, 1
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    return folder
+    corpus = [" ".join(WORDS)] * 50 + ["user assistant system ?."] * 20
+    tokenizer = build_tokenizer(folder, corpus, vocab_size=1000)
+    return build_model(folder, vocab_size=max(vocab or 0, len(tokenizer)), hidden_size=hidden,
+                       intermediate_size=ffn or 2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                       num_key_value_heads=kv_heads, max_position_embeddings=2048, tie_word_embeddings=True)  # fmt: skip
 
 
 def matmul_peak(seconds: float = 1.5) -> float:

@@ -25,6 +25,8 @@ from pathlib import Path
 import benchlib
 import train_throughput
 
+from llm_tuning.data.read import write_jsonl
+
 
 def environment() -> dict:
     import torch
@@ -95,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             model, real = model_for_check(workdir, args.model)
             report["model"] = {"name": model if real else "random SmolLM2-135M-shaped Llama", "real": real}
             rows = benchlib.make_rows(args.steps * args.batch, high=512)
-            data = str(benchlib.write_jsonl(rows, workdir / "rows.jsonl"))
-            base = {"model": model, "data": data, "batch": args.batch, "dropout": 0.05}
+            data = str(write_jsonl(rows, workdir / "rows.jsonl"))
+            base = {"model": model, "data": data, "batch": args.batch, "dropout": 0.0}
             short = max(10, args.steps // 2)
             runs = [("llm-tuning bf16 (defaults)", {**base, "steps": args.steps, "trainer": "llm-tuning", "flags": {}}),
                     ("llm-tuning bf16, plain padded", {**base, "steps": short, "trainer": "llm-tuning",

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import benchlib
 
+from llm_tuning.data.read import write_jsonl
+
 
 def original_loop(path: Path, tokenizer, out: Path, max_length: int = 2048) -> int:
     """The original's tokenize_dataset_rows.py, per row: encode(prompt) + encode(target) + [eos]."""
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         (work / "home").mkdir()
         (work / "home" / "models").symlink_to(shared)
         model = str(benchlib.make_tiny_model(work / "tiny")) if args.tiny else args.model
-        data = benchlib.write_jsonl(benchlib.make_rows(args.rows, seed=3), work / "rows.jsonl")
+        data = write_jsonl(benchlib.make_rows(args.rows, seed=3), work / "rows.jsonl")
         tokenizer = load_tokenizer(model)
         tokenizer("warm up")
         n_orig, t_orig = timed(original_loop, data, tokenizer, work)

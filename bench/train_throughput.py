@@ -26,6 +26,8 @@ from pathlib import Path
 
 import benchlib
 
+from llm_tuning.data.read import write_jsonl
+
 HERE = Path(__file__).resolve().parent
 
 PLAIN = {"packing": False, "lean_logits": False, "fast_dropout": False}
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         env = isolated_env(workdir)
         model = str(benchlib.make_tiny_model(workdir / "tiny")) if args.tiny else args.model
         rows = benchlib.make_rows(max(args.steps * args.batch, 64), high=args.max_len)
-        data = str(benchlib.write_jsonl(rows, workdir / "rows.jsonl"))
+        data = str(write_jsonl(rows, workdir / "rows.jsonl"))
         base = {
             "model": model,
             "data": data,

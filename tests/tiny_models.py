@@ -1,6 +1,6 @@
 """Tiny random models and an in-memory tokenizer, saved as Hugging Face folders (no hub, no download).
 
-from tiny_models import build_model, build_tokenizer
+from tiny_models import build_model, build_tokenizer      (bench/benchlib.py uses them too)
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(folder: Path):
-    """A byte-level BPE tokenizer (vocab ~600) with ChatML special tokens and chat template."""
+def build_tokenizer(folder: Path, corpus: list[str] | None = None, vocab_size: int = 600):
+    """A byte-level BPE tokenizer trained on `corpus` (default CORPUS) with ChatML special tokens and chat
+    template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,9 +32,9 @@ def build_tokenizer(folder: Path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=special,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator(CORPUS * 20, trainer)
+    tok.train_from_iterator(corpus or CORPUS * 20, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token="<|endoftext|>")  # fmt: skip
     fast.chat_template = CHATML
@@ -41,8 +42,9 @@ def build_tokenizer(folder: Path):
     return fast
 
 
-def build_model(folder: Path, arch: str = "llama", vocab_size: int = 600, seed: int = 0) -> Path:
-    """A 2-layer random model of the given architecture, saved next to the tokenizer."""
+def build_model(folder: Path, arch: str = "llama", vocab_size: int = 600, seed: int = 0, **sizes) -> Path:
+    """A 2-layer random model of the given architecture, saved next to the tokenizer; `sizes` override the
+    (non-GPT-2) config's small defaults."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -54,7 +56,7 @@ def build_model(folder: Path, arch: str = "llama", vocab_size: int = 600, seed: 
             "gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=256, vocab_size=vocab_size
         )
     else:
-        config = AutoConfig.for_model(arch, **small)
+        config = AutoConfig.for_model(arch, **{**small, **sizes})
     config.eos_token_id, config.pad_token_id, config.bos_token_id = 2, 0, 1
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
