@@ -109,9 +109,7 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
 
     def __post_init__(self) -> None:
         validate_groups(self)
-        if isinstance(
-            self.previous_lora_weights, str
-        ):  # one folder, as the original and YAML recipes give it
+        if isinstance(self.previous_lora_weights, str):  # one folder, as the original and recipes give it
             self.previous_lora_weights = [self.previous_lora_weights]
         if not self.tokenized_dataset and not self.data:
             raise ConfigError("give the training data: --tokenized_dataset FOLDER or --data FILE")
@@ -228,23 +226,14 @@ def build_model(cfg: TrainConfig) -> Any:
         model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks see a grad input
-    config = (
-        None
-        if cfg.previous_lora_weights
-        else lora_config(
-            model,
-            cfg.lora_rank,
-            cfg.lora_alpha,
-            cfg.lora_dropout,
-            cfg.target_modules,
-            cfg.use_dora,
-            cfg.use_rslora,
-        )
-    )
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.previous_lora_weights)]
     if needs_mix(specs):
         return mixed_trainable_adapter(model, specs, cfg.mix_method, cfg.mix_density)
-    return attach_lora(model, config, specs[0].path if specs else None)
+    if specs:  # continue one earlier adapter, with its own LoRA config
+        return attach_lora(model, None, specs[0].path)
+    config = lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
+                         cfg.use_dora, cfg.use_rslora)  # fmt: skip
+    return attach_lora(model, config, None)
 
 
 def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
