@@ -30,7 +30,7 @@ from llm_tuning.data.read import write_jsonl
 
 HERE = Path(__file__).resolve().parent
 
-PLAIN = {"packing": False, "lean_logits": False, "fast_dropout": False}
+PLAIN = {"packing": False, "lean_logits": False, "fast_dropout": False, "lean_mlp": False}
 LEVERS = {  # name -> llm-tuning TrainConfig flags: each lever added to the plain path, or taken from the defaults
     "plain: padded, full logits, nn.Dropout": PLAIN,
     "plain + group_by_length": {**PLAIN, "group_by_length": True},
@@ -39,6 +39,7 @@ LEVERS = {  # name -> llm-tuning TrainConfig flags: each lever added to the plai
     "plain + packing (row attention)": {**PLAIN, "packing": True},
     "plain + fast dropout": {**PLAIN, "fast_dropout": True},
     "defaults, block mask instead of row attention": {"row_attention": False},
+    "defaults without the lean MLP": {"lean_mlp": False},
     "defaults + gradient checkpointing": {"gradient_checkpointing": True},
     "defaults + LoRA dropout 0.05 (fast dropout)": {"lora_dropout": 0.05},
     "defaults + mmap threshold 4 MiB": {"mmap_threshold_mb": 4},

@@ -1,5 +1,5 @@
 """Speed levers never change the maths: on a fixed batch, the loss and the LoRA gradients through
-padding-free packing, lean logits and gradient checkpointing equal the plain padded path's
+padding-free packing, lean logits, the lean MLP and gradient checkpointing equal the plain padded path's
 (relative tolerance 1e-5, fp32), and training with the levers logs the same losses as without."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from llm_tuning.config import ConfigError
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import IGNORE_INDEX
 from llm_tuning.data.packing import PackedCollator
+from llm_tuning.train.lean_mlp import plain_mlp, use_lean_mlp
 from llm_tuning.train.loss import lean_forward, next_token_targets, token_loss
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.sft import TrainConfig
@@ -54,7 +55,13 @@ def lora_model(tiny_model):
 
 
 def loss_and_grads(
-    model, rows, packing: bool, lean: bool, checkpointing: bool = False, rows_attn: bool = False
+    model,
+    rows,
+    packing: bool,
+    lean: bool,
+    checkpointing: bool = False,
+    rows_attn: bool = False,
+    lean_mlp: bool = False,
 ):
     """(loss, {name: grad}) of one forward/backward of `rows` through the chosen path."""
     model.train()
@@ -64,6 +71,8 @@ def loss_and_grads(
         assert use_packed_attention(model)
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if lean_mlp:
+        assert use_lean_mlp(model) == 2  # one per layer
     batch = (PackedCollator() if packing else PadCollator(0))(rows)
     num_items = sum(int((torch.tensor(r["labels"][1:]) != IGNORE_INDEX).sum()) for r in rows)
     if lean:
@@ -74,6 +83,7 @@ def loss_and_grads(
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     if checkpointing:
         model.activation_checkpointing_disable()
+    plain_mlp(model)
     model.set_attn_implementation("sdpa")
     return loss.item(), grads
 
@@ -87,23 +97,23 @@ def assert_close(a: tuple, b: tuple) -> None:
         assert (grads_a[name] - grads_b[name]).abs().max().item() <= RTOL * scale + 1e-8, name
 
 
-LEVERS = {  # id: (packing, lean logits, gradient checkpointing, row-by-row packed attention)
-    "packing, block mask": (True, False, False, False),
-    "packing, row attention": (True, False, False, True),
-    "lean_logits": (False, True, False, False),
-    "packing+lean": (True, True, False, True),
-    "checkpointing": (False, False, True, False),
-    "all": (True, True, True, True),
+LEVERS = {  # id: (packing, lean logits, gradient checkpointing, row-by-row packed attention, lean MLP)
+    "packing, block mask": (True, False, False, False, False),
+    "packing, row attention": (True, False, False, True, False),
+    "lean_logits": (False, True, False, False, False),
+    "lean_mlp": (False, False, False, False, True),
+    "packing+lean logits+lean MLP": (True, True, False, True, True),
+    "checkpointing": (False, False, True, False, False),
+    "all": (True, True, True, True, True),
 }
 
 
 @pytest.mark.parametrize("lever", LEVERS)
 def test_lever_matches_plain_padded_loss_and_gradients(lora_model, lever):
-    packing, lean, checkpointing, rows_attn = LEVERS[lever]
     rows = fixed_rows(lora_model.config.vocab_size)
     reference = loss_and_grads(lora_model, rows, packing=False, lean=False)
     assert reference[0] > 0
-    assert_close(loss_and_grads(lora_model, rows, packing, lean, checkpointing, rows_attn), reference)
+    assert_close(loss_and_grads(lora_model, rows, *LEVERS[lever]), reference)
 
 
 def test_row_attention_falls_back_to_sdpa_without_boundaries(lora_model):
@@ -141,9 +151,19 @@ def test_lean_loss_is_cross_entropy_over_trained_positions():
 
 
 def test_check_levers_keeps_levers_that_agree(lora_model):
-    levers = check_levers(lora_model, packing=True, lean_logits=True)
-    assert levers.packing and levers.lean_logits
+    levers = check_levers(lora_model, packing=True, lean_logits=True, lean_mlp=True)
+    assert levers.packing and levers.lean_logits and levers.lean_mlp
     assert lora_model.training  # put back in training mode
+    plain_mlp(lora_model)
+
+
+def test_check_levers_switches_the_lean_mlp_back_off_when_the_loss_differs(lora_model, monkeypatch, caplog):
+    import llm_tuning.train.lean_mlp as lean_mlp
+
+    monkeypatch.setattr(lean_mlp.GatedProduct, "forward", staticmethod(lambda ctx, gate, up, act: gate * up))
+    levers = check_levers(lora_model, packing=False, lean_logits=False, lean_mlp=True)
+    assert not levers.lean_mlp and "--lean_mlp switched off" in caplog.text
+    assert not any("forward" in vars(m) for m in lora_model.modules())  # the plain MLP forward is back
 
 
 def test_check_levers_switches_off_packing_for_a_model_that_ignores_positions(
@@ -172,8 +192,10 @@ def test_training_with_levers_logs_the_same_losses(tiny_model, tmp_path):
     rows = [{"q": "What is " + " + ".join(["7"] * n) + "?", "a": f"{7 * n}"} for n in (1, 6, 2, 9, 3, 12)]
     data = tmp_path / "varied.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    plain = train_losses(tiny_model, data, tmp_path / "plain", packing=False, lean_logits=False)
-    fast = train_losses(tiny_model, data, tmp_path / "fast", packing=True, lean_logits=True)
+    plain = train_losses(
+        tiny_model, data, tmp_path / "plain", packing=False, lean_logits=False, lean_mlp=False
+    )
+    fast = train_losses(tiny_model, data, tmp_path / "fast", packing=True, lean_logits=True, lean_mlp=True)
     assert len(plain) == len(fast) == 4
     assert fast == pytest.approx(plain, rel=1e-4)  # 4 Adam steps of float rounding apart
 

@@ -90,6 +90,9 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     group_by_length: bool = option(False, "batch rows of similar length together (less padding)")
     packing: bool = option(True, "padding-free batches: rows end to end, no attention across rows")
     lean_logits: bool = option(True, "compute the vocabulary logits only at trained positions (less memory)")
+    lean_mlp: bool = option(
+        True, "gated MLPs keep 2 of their 4 activations for backward, recomputing the rest (less memory)"
+    )
     row_attention: bool = option(
         True, "with --packing on an sdpa model: attention row by row, not one block mask"
     )
@@ -267,9 +270,13 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, 
     row_attention = cfg.packing and cfg.row_attention and use_packed_attention(model)
     if cfg.fast_dropout:
         use_fast_dropout(model)
-    levers = check_levers(model, cfg.packing, cfg.lean_logits)
-    logger.info("padding-free packing: %s%s; logits only at trained positions: %s", levers.packing,
-                " (attention row by row)" if levers.packing and row_attention else "", levers.lean_logits)  # fmt: skip
+    # gradient checkpointing recomputes whole blocks; the lean MLP's saved-tensor hooks would undo it
+    levers = check_levers(
+        model, cfg.packing, cfg.lean_logits, cfg.lean_mlp and not cfg.gradient_checkpointing
+    )
+    logger.info("padding-free packing: %s%s; logits only at trained positions: %s; lean MLP: %s", levers.packing,
+                " (attention row by row)" if levers.packing and row_attention else "", levers.lean_logits,
+                levers.lean_mlp)  # fmt: skip
     train_set, eval_set = data
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
     collator = PackedCollator() if levers.packing else PadCollator(tokenizer.pad_token_id)

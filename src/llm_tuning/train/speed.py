@@ -24,6 +24,7 @@ from torch import nn
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import IGNORE_INDEX
 from llm_tuning.data.packing import PackedCollator
+from llm_tuning.train.lean_mlp import plain_mlp, use_lean_mlp
 from llm_tuning.train.loss import lean_forward
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ PROBE_LENGTHS = (7, 11)
 class Levers:
     packing: bool
     lean_logits: bool
+    lean_mlp: bool = False
 
 
 def probe_rows(vocab_size: int, seed: int = 0) -> list[dict[str, list[int]]]:
@@ -66,9 +68,10 @@ def _tolerance(model: Any) -> float:
     return 1e-4 if dtype == torch.float32 else 3e-2
 
 
-def check_levers(model: Any, packing: bool, lean_logits: bool) -> Levers:
-    """The levers asked for, minus any whose probe loss differs from the plain padded loss."""
-    if not (packing or lean_logits):
+def check_levers(model: Any, packing: bool, lean_logits: bool, lean_mlp: bool = False) -> Levers:
+    """The levers asked for, minus any whose probe loss differs from the plain padded loss; the lean MLP
+    (train/lean_mlp.py) is switched on here, on the gated MLPs it applies to, and off again if it differs."""
+    if not (packing or lean_logits or lean_mlp):
         return Levers(False, False)
     was_training = model.training
     model.eval()  # no dropout: the paths must agree exactly
@@ -76,8 +79,9 @@ def check_levers(model: Any, packing: bool, lean_logits: bool) -> Levers:
         rows = probe_rows(model.config.vocab_size)
         reference = probe_loss(model, rows, packing=False, lean=False)
         tol = _tolerance(model) * max(abs(reference), 1.0)
-        levers = Levers(packing, lean_logits)
-        for name, kwargs in (("packing", {"packing": True, "lean": False}),
+        levers = Levers(packing, lean_logits, lean_mlp and use_lean_mlp(model) > 0)
+        for name, kwargs in (("lean_mlp", {"packing": False, "lean": False}),
+                             ("packing", {"packing": True, "lean": False}),
                              ("lean_logits", {"packing": False, "lean": True})):  # fmt: skip
             if not getattr(levers, name):
                 continue
@@ -92,6 +96,8 @@ def check_levers(model: Any, packing: bool, lean_logits: bool) -> Levers:
                     "--%s switched off: this model gives a different loss with it (%s)", name, detail
                 )
                 setattr(levers, name, False)
+                if name == "lean_mlp":
+                    plain_mlp(model)
     finally:
         model.train(was_training)
     return levers
