@@ -150,6 +150,25 @@ def test_lean_loss_is_cross_entropy_over_trained_positions():
     assert token_loss(logits, targets[targets != -100], num_items=8).item() == pytest.approx(loss.item() / 2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_matches_torch(monkeypatch, dtype):
+    import llm_tuning.train.loss as loss_module
+
+    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", 3 * 50)  # chunks of 3 rows: 7 rows take 3 chunks
+    torch.manual_seed(0)
+    logits = (torch.randn(7, 50) * 3).to(dtype).requires_grad_()
+    targets = torch.tensor([4, -100, 49, 0, 7, -100, 12])
+    ours = token_loss(logits, targets, num_items=None)
+    (grad,) = torch.autograd.grad(ours, logits)
+    reference_logits = logits.detach().float().requires_grad_()
+    reference = torch.nn.functional.cross_entropy(reference_logits, targets, ignore_index=-100)
+    reference.backward()
+    assert ours.dtype == torch.float32 and ours.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert grad.dtype == dtype and not grad[1].any() and not grad[5].any()  # ignored rows get no gradient
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(grad.float(), reference_logits.grad, atol=tol)
+
+
 def test_check_levers_keeps_levers_that_agree(lora_model):
     levers = check_levers(lora_model, packing=True, lean_logits=True, lean_mlp=True)
     assert levers.packing and levers.lean_logits and levers.lean_mlp

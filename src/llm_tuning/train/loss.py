@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from llm_tuning.data.encode import IGNORE_INDEX
@@ -55,12 +54,48 @@ def head_only_at(model: Any, keep: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
+CHUNK_ELEMENTS = 1 << 23  # fp32 work arrays of 32 MiB
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of (K, vocab) logits against (K,) targets, in fp32 one chunk of rows at a time.
+
+    F.cross_entropy keeps fp32 log-probabilities (K, vocab) for the backward, which then makes two more
+    arrays of that size; bf16 logits also get an fp32 copy first. This keeps the logits as they are and one
+    log-sum-exp per row, and builds the gradient chunk by chunk: one (K, vocab) array in the backward
+    instead of three, and no fp32 copy of all of them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        chunk = max(1, CHUNK_ELEMENTS // logits.shape[-1])
+        lse = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(chunk)])
+        valid = targets != IGNORE_INDEX
+        picked = logits.gather(1, targets.clamp_min(0)[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, targets, lse)
+        return torch.where(valid, lse - picked, 0.0).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        chunk = max(1, CHUNK_ELEMENTS // logits.shape[-1])
+        out = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            probs = (logits[rows].float() - lse[rows, None]).exp_()  # softmax
+            target = targets[rows]
+            probs[torch.arange(len(target), device=probs.device), target.clamp_min(0)] -= 1.0
+            probs.mul_(torch.where(target != IGNORE_INDEX, grad, 0.0)[:, None])
+            out[rows] = probs
+        return out, None
+
+
 def token_loss(
     logits: torch.Tensor, targets: torch.Tensor, num_items: torch.Tensor | int | None
 ) -> torch.Tensor:
     """Cross-entropy of (K, vocab) logits against (K,) targets: summed over `num_items`, else the mean."""
-    logits = logits.reshape(-1, logits.shape[-1]).float()
-    total = F.cross_entropy(logits, targets.to(logits.device), ignore_index=IGNORE_INDEX, reduction="sum")
+    logits = logits.reshape(-1, logits.shape[-1])
+    total = ChunkedCrossEntropy.apply(logits, targets.to(logits.device))
     if num_items is None:
         return total / max(int((targets != IGNORE_INDEX).sum()), 1)
     if torch.is_tensor(num_items):
