@@ -150,6 +150,8 @@ def isolated_env(workdir: Path) -> dict:
         "LLM_TUNING_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # llm-tuning turns on PyTorch's huge-page allocations when it is imported; TRL gets them too
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1"),
     }
 
 

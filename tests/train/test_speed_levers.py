@@ -297,3 +297,17 @@ def test_mmap_threshold_applies_on_linux_glibc_only_when_asked():
     assert set_mmap_threshold(0) is False
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert set_mmap_threshold(64) is glibc  # 64 MiB: larger than any tensor of the other tests
+
+
+@pytest.mark.parametrize("user_value", [None, "0"], ids=["default", "set by the user"])
+def test_importing_llm_tuning_turns_on_huge_page_allocations_unless_the_user_chose(user_value):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if user_value is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = user_value
+    code = "import llm_tuning, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (user_value or "1")
