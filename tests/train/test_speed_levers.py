@@ -311,3 +311,13 @@ def test_importing_llm_tuning_turns_on_huge_page_allocations_unless_the_user_cho
     code = "import llm_tuning, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (user_value or "1")
+
+
+def test_the_lean_mlp_stays_off_when_activations_are_recomputed(monkeypatch):
+    monkeypatch.delenv("FSDP_ACTIVATION_CHECKPOINTING", raising=False)
+    assert not sft.checkpointing(TrainConfig(data="a.jsonl"))
+    assert sft.checkpointing(TrainConfig(data="a.jsonl", gradient_checkpointing=True))
+    monkeypatch.setenv(
+        "FSDP_ACTIVATION_CHECKPOINTING", "true"
+    )  # as `accelerate launch` sets it from a config
+    assert sft.checkpointing(TrainConfig(data="a.jsonl"))

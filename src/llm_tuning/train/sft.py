@@ -263,6 +263,15 @@ def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def checkpointing(cfg: TrainConfig) -> bool:
+    """Whether activations are recomputed: --gradient_checkpointing, or FSDP's, set in an accelerate config.
+
+    The lean MLP is left off then: its saved-tensor hooks would keep each MLP's inputs through the blocks
+    that checkpointing recomputes anyway.
+    """
+    return cfg.gradient_checkpointing or os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
+
+
 def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, Any], callbacks: list) -> Any:
     """The Trainer with the levers that passed their check on this model (train/speed.py)."""
     from transformers import Trainer
@@ -270,10 +279,7 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, 
     row_attention = cfg.packing and cfg.row_attention and use_packed_attention(model)
     if cfg.fast_dropout:
         use_fast_dropout(model)
-    # gradient checkpointing recomputes whole blocks; the lean MLP's saved-tensor hooks would undo it
-    levers = check_levers(
-        model, cfg.packing, cfg.lean_logits, cfg.lean_mlp and not cfg.gradient_checkpointing
-    )
+    levers = check_levers(model, cfg.packing, cfg.lean_logits, cfg.lean_mlp and not checkpointing(cfg))
     logger.info("padding-free packing: %s%s; logits only at trained positions: %s; lean MLP: %s", levers.packing,
                 " (attention row by row)" if levers.packing and row_attention else "", levers.lean_logits,
                 levers.lean_mlp)  # fmt: skip
