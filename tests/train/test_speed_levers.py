@@ -169,6 +169,13 @@ def test_chunked_cross_entropy_matches_torch(monkeypatch, dtype):
     assert torch.allclose(grad.float(), reference_logits.grad, atol=tol)
 
 
+def test_chunked_cross_entropy_of_no_trained_tokens_is_zero():
+    logits = torch.zeros(0, 50, requires_grad=True)  # a batch whose every answer was cut off
+    loss = token_loss(logits, torch.zeros(0, dtype=torch.long), num_items=None)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.shape == (0, 50)
+
+
 def test_check_levers_keeps_levers_that_agree(lora_model):
     levers = check_levers(lora_model, packing=True, lean_logits=True, lean_mlp=True)
     assert levers.packing and levers.lean_logits and levers.lean_mlp
