@@ -73,15 +73,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX
         picked = logits.gather(1, targets.clamp_min(0)[:, None]).squeeze(1).float()
         ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
         return torch.where(valid, lse - picked, 0.0).sum()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
-        chunk = max(1, CHUNK_ELEMENTS // logits.shape[-1])
         out = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], chunk):
-            rows = slice(start, start + chunk)
+        for start in range(0, logits.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
             probs = (logits[rows].float() - lse[rows, None]).exp_()  # softmax
             target = targets[rows]
             probs[torch.arange(len(target), device=probs.device), target.clamp_min(0)] -= 1.0
