@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
-from llm_tuning.data.template import prompt_text
+from llm_tuning.data.encode import prompt_ids
+from llm_tuning.data.formats import Message
 from llm_tuning.infer.guard import check_hosts, check_origins
 from llm_tuning.infer.openai_api import ApiError, ChatRequest, CompletionRequest, SamplingRequest, StopFilter
 from llm_tuning.models.adapters import (
@@ -176,19 +177,16 @@ class Engine:
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
-        if self.cfg.template == "none":
-            prompt = "\n".join(m["content"] for m in messages) + "\n"
-        else:
-            prompt = prompt_text(self.tokenizer, messages, "chat", self.cfg.system_prompt)
-        return self._job(req, prompt, add_special_tokens=self.cfg.template == "none")
+        return self._job(req, messages, self.cfg.template)
 
     def completion_job(self, req: CompletionRequest) -> Job:
-        return self._job(req, req.prompt_string(), add_special_tokens=True)
+        """A completion's prompt is raw text, tokenized as `--template none` training tokenizes a prompt."""
+        return self._job(req, [{"role": "user", "content": req.prompt_string()}], "none")
 
-    def _job(self, req: SamplingRequest, prompt: str, add_special_tokens: bool) -> Job:
+    def _job(self, req: SamplingRequest, messages: list[Message], template: str) -> Job:
         adapter = self.resolve(req.model)
         with self.tokenizer_lock:
-            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens).input_ids
+            ids = prompt_ids(self.tokenizer, messages, template, self.cfg.system_prompt)
         if not ids:
             raise ApiError(
                 400, "the prompt is empty", "prompt" if isinstance(req, CompletionRequest) else "messages"
