@@ -130,6 +130,7 @@ BAD_BODIES = [
     ("completions", _json(LONG, prompt=[]), "prompt"),
     ("completions", _json(LONG, prompt=["a", "b"]), "prompt"),
     ("completions", _json(LONG, prompt=None), "prompt"),
+    ("completions", _json(LONG, prompt=""), "prompt"),
     ("completions", _json(LONG, echo=True), "echo"),
     ("completions", _json(LONG, logprobs=3), "logprobs"),
     ("completions", _json(LONG, prompt="x " * 5000), "messages"),  # over the context
@@ -161,11 +162,10 @@ def _get(server: str, path: str = "/v1/models", **headers) -> httpx.Response:
 def test_foreign_host_is_refused(server):
     port = server.rsplit(":", 1)[1]
     for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example"):
-        for path in ("/v1/models", "/", "/health"):
+        for path in ("/v1/models", "/", "/v1/nothing"):
             response = _get(server, path, host=host)
-            assert response.status_code == 403 and response.json()["error"]["code"] == "host_not_allowed", (
-                host
-            )
+            assert response.status_code == 403 and response.json()["error"]["code"] == "host_not_allowed"
+        assert _get(server, "/health", host=host).json() == {"status": "ok"}  # for probes; it tells nothing
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST", "my-box.lan:80"):
         assert _get(server, host=host).status_code == 200, host
 
@@ -204,6 +204,19 @@ def test_post_bodies_must_be_json(server, kind):
         httpx.post(server + "/v1/chat/completions", content=json.dumps(CHAT), headers=charset).status_code
         == 200
     )
+
+
+def test_huge_bodies_are_refused_before_they_are_read(server):
+    def chunks():  # no Content-Length: the size is only known while reading
+        yield b'{"model": "tiny", "prompt": "'
+        for _ in range(300):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    for content in (chunks(), b"{" + b" " * 2_000_001 + b"}"):
+        response = httpx.post(server + "/v1/completions", content=content, timeout=60,
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
 
 def test_host_and_origin_flags_are_checked():

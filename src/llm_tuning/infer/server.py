@@ -8,6 +8,9 @@ request's `model` picks the base model (its folder name, or `base`), an adapter 
 at start-up (weighted `--adapter` specs also make one named `mix`). `temperature`, `top_p`, `max_tokens`,
 `stop` and `seed` are honoured and token usage is reported. One generation runs at a time: the adapter
 is chosen inside the lock, so concurrent requests for different adapters never see each other's.
+Parsing, tokenizing and generating run in worker threads (the event loop keeps answering), and a
+generation stops as soon as its client hangs up, streamed or not. `llm_tuning.infer.guard` decides
+what gets in (Host, Origin, JSON bodies, the key; `--allowed_hosts`, `--cors_origins`).
 """
 
 from __future__ import annotations
@@ -224,6 +227,10 @@ def run(cfg: ServeConfig) -> ServeResult:
     engine = build_engine(cfg)
     if not _is_loopback(cfg.host) and not cfg.api_key:
         logger.warning("binding %s without --api_key: anyone on the network can use this server", cfg.host)
+    hosts = sorted(allowed_hosts(cfg.host, cfg.allowed_hosts))
+    logger.info("requests must name one of these hosts (--allowed_hosts adds more): %s", ", ".join(hosts))
+    if cfg.cors_origins:
+        logger.info("web pages at %s may call the API (--cors_origins)", ", ".join(cfg.cors_origins))
     url = f"http://{cfg.host}:{cfg.port}"
     logger.info("chat page: %s/  API: %s/v1 (models: %s)", url, url, ", ".join(engine.model_ids()))
     uvicorn.run(build_app(engine), host=cfg.host, port=cfg.port, log_level="info")
