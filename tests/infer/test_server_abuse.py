@@ -225,6 +225,8 @@ def test_host_and_origin_flags_are_checked():
     assert "10.0.0.5" in allowed_hosts("10.0.0.5", []) and "box" in allowed_hosts("127.0.0.1", ["box"])
     cfg = ServeConfig(allowed_hosts=["a.lan,B.lan"], cors_origins=["http://localhost:3000/,https://x.dev"])
     assert cfg.allowed_hosts == ["a.lan", "b.lan"] and cfg.cors_origins == [PAGE_ORIGIN, "https://x.dev"]
+    from_yaml = ServeConfig(allowed_hosts=10, cors_origins="https://x.dev")  # a recipe's scalar, not a list
+    assert from_yaml.allowed_hosts == ["10"] and from_yaml.cors_origins == ["https://x.dev"]
     for bad in ({"allowed_hosts": ["http://a.lan"]}, {"allowed_hosts": ["a.lan:80"]},
                 {"cors_origins": ["evil.example"]}, {"cors_origins": ["http://x.dev/page"]}):  # fmt: skip
         with pytest.raises(ConfigError, match=next(iter(bad))):

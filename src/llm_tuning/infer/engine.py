@@ -81,8 +81,8 @@ class ServeConfig(ModelOptions):
         check_choice("template", self.template, ("chat", "none"))
         for name in ("port", "default_max_tokens", "max_tokens_limit", "max_request_bytes"):
             check_positive(name, getattr(self, name))
-        self.allowed_hosts = [h for text in self.allowed_hosts for h in check_hosts(text)]
-        self.cors_origins = [o for text in self.cors_origins for o in check_origins(text)]
+        self.allowed_hosts = check_hosts(self.allowed_hosts)
+        self.cors_origins = check_origins(self.cors_origins)
 
 
 # a temperature under this is greedy decoding: dividing logits by ~1e-300 overflows to inf and sampling fails

@@ -32,13 +32,15 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ANY = "*"
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _split(value: object) -> list[str]:
+    """Flag values, repeated or comma-separated; a YAML recipe may also give one string (or number)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def check_hosts(text: str) -> list[str]:
+def check_hosts(value: object) -> list[str]:
     """`--allowed_hosts a.lan,b.lan`: bare names or addresses (no scheme, port or path), or `*`."""
-    hosts = _split(text)
+    hosts = _split(value)
     for host in hosts:
         if host != ANY and any(c in host for c in "/:@ ") and not host.startswith("["):
             raise ConfigError(f"--allowed_hosts {host!r}: give a bare host name or address such as "
@@ -46,9 +48,9 @@ def check_hosts(text: str) -> list[str]:
     return [host_name(h) if h != ANY else ANY for h in hosts]
 
 
-def check_origins(text: str) -> list[str]:
+def check_origins(value: object) -> list[str]:
     """`--cors_origins http://localhost:3000`: scheme://host[:port] exactly as browsers send it, or `*`."""
-    origins = [o.rstrip("/") for o in _split(text)]
+    origins = [o.rstrip("/") for o in _split(value)]
     for origin in origins:
         parts = urlsplit(origin)
         if origin != ANY and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path
