@@ -54,3 +54,13 @@ def test_unknown_rewards_are_config_errors(reward_file):
         load_reward(f"{reward_file}:missing")
     with pytest.raises(ConfigError, match="2 weights for 1"):
         load_rewards(["format"], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("command", ["grpo", "ppo"])
+def test_reward_help_warns_that_a_file_runs_as_code(command, capsys):
+    from llm_tuning.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "RUNS AS PYTHON CODE" in help_text and "YAML recipe" in help_text

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llm_tuning.data.template import Segment
+from llm_tuning.data.formats import Message
+from llm_tuning.data.template import Segment, adds_bos, prompt_segments
 
 IGNORE_INDEX = -100
 
@@ -48,6 +49,19 @@ def token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     if backend is not None and hasattr(backend, "encode_batch_fast"):
         return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(
+    tokenizer: Any, messages: list[Message], template: str = "chat", system_prompt: str | None = None
+) -> list[int]:
+    """The ids a model is given to answer the last user turn: the ids `tokenize` puts before that answer
+    (segment by segment; BOS first for raw text when the tokenizer adds one), so what is served is what
+    was trained."""
+    ids = [i for piece in token_ids(tokenizer, prompt_segments(tokenizer, messages, template, system_prompt))
+           for i in piece]  # fmt: skip
+    if template == "none" and adds_bos(tokenizer):
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
 
 
 def encode_segments(

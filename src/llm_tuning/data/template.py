@@ -78,15 +78,25 @@ def conversation_segments(
     return [(text, trained) for text, trained in segments if text]
 
 
+def prompt_segments(
+    tokenizer: Any, messages: list[Message], template: str = "chat", system_prompt: str | None = None
+) -> list[str]:
+    """The prompt for the last user turn of `messages`, in the pieces training tokenizes one by one: the
+    chat template's rendering, or for `--template none` the raw turns exactly as training joins them
+    (`\n` between prompt turns, earlier answers with EOS, nothing after the last turn)."""
+    if template == "none":
+        return [text for text, _ in _raw_segments(messages, tokenizer.eos_token or "")]
+    if not has_chat_template(tokenizer):
+        raise ValueError("the tokenizer has no chat template: pass --template none for a base model")
+    return [_render(tokenizer, with_system(messages, system_prompt), add_generation_prompt=True)]
+
+
 def prompt_text(
     tokenizer: Any, messages: list[Message], template: str = "chat", system_prompt: str | None = None
 ) -> str:
-    """The text a model is given to answer the last user turn of `messages`."""
-    if template == "none":
-        return "\n".join(m["content"] for m in messages)
-    if not has_chat_template(tokenizer):
-        raise ValueError("the tokenizer has no chat template: pass --template none for a base model")
-    return _render(tokenizer, with_system(messages, system_prompt), add_generation_prompt=True)
+    """The text a model is given to answer the last user turn of `messages` (the one place every command
+    builds it: predict, chat, serve, RLHF rollouts); tokenize it with special tokens for `--template none`."""
+    return "".join(prompt_segments(tokenizer, messages, template, system_prompt))
 
 
 def adds_bos(tokenizer: Any) -> bool:

@@ -40,10 +40,7 @@ def reply(model: Any, tokenizer: Any, history: list[Message], message: str, cfg:
     """The model's answer to `message` after `history`; appends both turns to `history`."""
     history.append({"role": "user", "content": message})
     context = history[-(2 * cfg.history_turns + 1) :]
-    if cfg.template == "none":
-        prompt = "\n".join(m["content"] for m in context) + "\n"
-    else:
-        prompt = prompt_text(tokenizer, context, cfg.template, cfg.system_prompt)
+    prompt = prompt_text(tokenizer, context, cfg.template, cfg.system_prompt)
     answer = generate(model, tokenizer, [prompt], cfg, add_special_tokens=cfg.template == "none")[0].text
     history.append({"role": "assistant", "content": answer})
     return answer

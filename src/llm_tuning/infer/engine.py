@@ -18,7 +18,9 @@ from typing import Any
 import torch
 
 from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
-from llm_tuning.data.template import prompt_text
+from llm_tuning.data.encode import prompt_ids
+from llm_tuning.data.formats import Message
+from llm_tuning.infer.guard import check_hosts, check_origins
 from llm_tuning.infer.openai_api import ApiError, ChatRequest, CompletionRequest, SamplingRequest, StopFilter
 from llm_tuning.models.adapters import (
     BASE,
@@ -62,6 +64,15 @@ class ServeConfig(ModelOptions):
     default_max_tokens: int = option(256, "max_tokens when a request gives none")
     max_tokens_limit: int = option(2048, "largest max_tokens a request may ask for")
     max_request_bytes: int = option(1_000_000, "largest request body accepted")
+    allowed_hosts: list[str] = option(
+        [],
+        "Host names clients may reach the server by, besides loopback and --host (guards against DNS "
+        "rebinding); * allows any",
+    )
+    cors_origins: list[str] = option(
+        [],
+        "web origins (scheme://host[:port]) whose pages may call the API; default: same origin only; * any",
+    )
 
     def __post_init__(self) -> None:
         validate_groups(self)
@@ -70,6 +81,12 @@ class ServeConfig(ModelOptions):
         check_choice("template", self.template, ("chat", "none"))
         for name in ("port", "default_max_tokens", "max_tokens_limit", "max_request_bytes"):
             check_positive(name, getattr(self, name))
+        self.allowed_hosts = check_hosts(self.allowed_hosts)
+        self.cors_origins = check_origins(self.cors_origins)
+
+
+# a temperature under this is greedy decoding: dividing logits by ~1e-300 overflows to inf and sampling fails
+GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -160,19 +177,20 @@ class Engine:
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
-        if self.cfg.template == "none":
-            prompt = "\n".join(m["content"] for m in messages) + "\n"
-        else:
-            prompt = prompt_text(self.tokenizer, messages, "chat", self.cfg.system_prompt)
-        return self._job(req, prompt, add_special_tokens=self.cfg.template == "none")
+        return self._job(req, messages, self.cfg.template)
 
     def completion_job(self, req: CompletionRequest) -> Job:
-        return self._job(req, req.prompt_string(), add_special_tokens=True)
+        """A completion's prompt is raw text, tokenized as `--template none` training tokenizes a prompt."""
+        return self._job(req, [{"role": "user", "content": req.prompt_string()}], "none")
 
-    def _job(self, req: SamplingRequest, prompt: str, add_special_tokens: bool) -> Job:
+    def _job(self, req: SamplingRequest, messages: list[Message], template: str) -> Job:
         adapter = self.resolve(req.model)
         with self.tokenizer_lock:
-            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens).input_ids
+            ids = prompt_ids(self.tokenizer, messages, template, self.cfg.system_prompt)
+        if not ids:
+            raise ApiError(
+                400, "the prompt is empty", "prompt" if isinstance(req, CompletionRequest) else "messages"
+            )
         asked, limit = req.token_limit(), self.cfg.max_tokens_limit
         if asked is not None and asked > limit:
             raise ApiError(400, f"max_tokens is {asked}; this server allows at most {limit}", "max_tokens")
@@ -199,7 +217,7 @@ class Engine:
         sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0}
         kwargs = (
             sampling
-            if job.temperature > 0
+            if job.temperature >= GREEDY_BELOW
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         device = next(self.model.parameters()).device

@@ -44,6 +44,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
 class SamplingRequest(BaseModel):
     """The fields both endpoints share; unknown OpenAI fields are accepted and ignored."""
 
@@ -52,10 +55,10 @@ class SamplingRequest(BaseModel):
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    temperature: float = Field(default=1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="only one choice per request")
@@ -95,19 +98,40 @@ class CompletionRequest(SamplingRequest):
         return self.prompt
 
 
+def _param(loc: tuple) -> str:
+    """The field path of a validation error, without pydantic's union members (`content.str`, `list[...]`)."""
+    fields = {
+        name
+        for m in (ChatRequest, CompletionRequest, ChatMessage, TextPart, StreamOptions)
+        for name in m.model_fields
+    }
+    parts = []
+    for part in loc:
+        if not isinstance(part, int) and part not in fields:
+            break
+        parts.append(str(part))
+    return ".".join(parts)
+
+
 def parse_request(body: bytes, schema: type[SamplingRequest]) -> Any:
     """Validate a JSON body against `schema`, turning every problem into a 400 ApiError naming the field."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    try:  # a lone surrogate such as "\ud800" is valid JSON but no text: the tokenizer would fail on it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
     try:
         return schema.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        param = _param(first["loc"]) or None
         raise ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param) from None
 
 

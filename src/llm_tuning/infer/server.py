@@ -8,12 +8,14 @@ request's `model` picks the base model (its folder name, or `base`), an adapter 
 at start-up (weighted `--adapter` specs also make one named `mix`). `temperature`, `top_p`, `max_tokens`,
 `stop` and `seed` are honoured and token usage is reported. One generation runs at a time: the adapter
 is chosen inside the lock, so concurrent requests for different adapters never see each other's.
+Parsing, tokenizing and generating run in worker threads (the event loop keeps answering), and a
+generation stops as soon as its client hangs up, streamed or not. `llm_tuning.infer.guard` decides
+what gets in (Host, Origin, JSON bodies, the key; `--allowed_hosts`, `--cors_origins`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
@@ -27,17 +29,20 @@ try:
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.middleware.cors import CORSMiddleware
 except ImportError as err:  # pragma: no cover - the serve extra is optional
     raise ImportError(
         "`llm-tuning serve` needs FastAPI and uvicorn: pip install 'llm-tuning[serve]'"
     ) from err
 
 from llm_tuning.infer.engine import Engine, Job, Outcome, ServeConfig, build_engine
+from llm_tuning.infer.guard import Guard, Policy, allowed_hosts
 from llm_tuning.infer.openai_api import (
     DONE,
     ApiError,
     ChatRequest,
     CompletionRequest,
+    SamplingRequest,
     chat_response,
     chunk,
     completion_response,
@@ -49,6 +54,9 @@ from llm_tuning.infer.openai_api import (
 __all__ = ["ServeConfig", "build_app", "build_engine", "run"]
 
 logger = logging.getLogger(__name__)
+
+
+DISCONNECT_POLL_S = 0.1  # how often a non-streamed request checks that its client is still there
 
 
 def _error(err: ApiError) -> JSONResponse:
@@ -100,20 +108,50 @@ async def _events(engine: Engine, job: Job, rid: str, chat: bool, include_usage:
         cancel.set()
 
 
+def _prepare(engine: Engine, body: bytes, chat: bool) -> tuple[SamplingRequest, Job]:
+    """Parse and tokenize: CPU work (seconds for a large prompt) that must stay off the event loop."""
+    req = parse_request(body, ChatRequest if chat else CompletionRequest)
+    return req, engine.chat_job(req) if chat else engine.completion_job(req)
+
+
+async def _complete(engine: Engine, job: Job, request: Request) -> Outcome:
+    """Generate in a worker thread; stop it as soon as the client hangs up (nobody would read the answer)."""
+    cancel = threading.Event()
+    work = asyncio.ensure_future(run_in_threadpool(engine.run, job, lambda piece: None, cancel))
+    try:
+        while not work.done():
+            await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+            if not work.done() and await request.is_disconnected():
+                logger.info("the client left: generation for %s stopped", job.model)
+                cancel.set()
+        return work.result()
+    finally:
+        cancel.set()  # also when this handler itself is cancelled
+
+
 async def _answer(engine: Engine, request: Request, chat: bool) -> Any:
     body = await _read_body(request, engine.cfg.max_request_bytes)
-    req = parse_request(body, ChatRequest if chat else CompletionRequest)
-    job = engine.chat_job(req) if chat else engine.completion_job(req)
+    req, job = await run_in_threadpool(_prepare, engine, body, chat)
     rid = new_id("chatcmpl" if chat else "cmpl")
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(_events(engine, job, rid, chat, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
-    out = await run_in_threadpool(engine.complete, job)
+    out = await _complete(engine, job, request)
     build = chat_response if chat else completion_response
     return JSONResponse(
         build(rid, job.model, out.text, out.finish_reason, out.prompt_tokens, out.completion_tokens)
     )
+
+
+def _guarded(app: FastAPI, cfg: ServeConfig) -> None:
+    """CORS for --cors_origins (none: same origin only), inside the Host / Origin / JSON / key guard."""
+    if cfg.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], max_age=600)  # fmt: skip
+    policy = Policy(allowed_hosts(cfg.host, cfg.allowed_hosts), frozenset(cfg.cors_origins), cfg.api_key,
+                    cfg.max_request_bytes)  # fmt: skip
+    app.add_middleware(Guard, policy=policy)  # added last, so it runs first
 
 
 def build_app(engine: Engine) -> FastAPI:
@@ -121,20 +159,7 @@ def build_app(engine: Engine) -> FastAPI:
     from llm_tuning.infer.chat_page import CHAT_PAGE
 
     app = FastAPI(title="llm-tuning", docs_url=None, redoc_url=None, openapi_url=None)
-    key = engine.cfg.api_key
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if request.url.path.startswith("/v1") and key:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-                return _error(ApiError(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
-                                       code="invalid_api_key"))  # fmt: skip
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > engine.cfg.max_request_bytes:
-            return _error(ApiError(413, f"the request body is over {engine.cfg.max_request_bytes} bytes",
-                                   code="request_too_large"))  # fmt: skip
-        return await call_next(request)
+    _guarded(app, engine.cfg)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> Any:
@@ -145,6 +170,11 @@ def build_app(engine: Engine) -> FastAPI:
         return _error(
             ApiError(err.status_code, str(err.detail), code="not_found" if err.status_code == 404 else None)
         )
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> Any:
+        logger.exception("request failed")
+        return _error(ApiError(500, f"the server failed: {type(err).__name__}: {err}", kind="server_error"))
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -197,6 +227,10 @@ def run(cfg: ServeConfig) -> ServeResult:
     engine = build_engine(cfg)
     if not _is_loopback(cfg.host) and not cfg.api_key:
         logger.warning("binding %s without --api_key: anyone on the network can use this server", cfg.host)
+    hosts = sorted(allowed_hosts(cfg.host, cfg.allowed_hosts))
+    logger.info("requests must name one of these hosts (--allowed_hosts adds more): %s", ", ".join(hosts))
+    if cfg.cors_origins:
+        logger.info("web pages at %s may call the API (--cors_origins)", ", ".join(cfg.cors_origins))
     url = f"http://{cfg.host}:{cfg.port}"
     logger.info("chat page: %s/  API: %s/v1 (models: %s)", url, url, ", ".join(engine.model_ids()))
     uvicorn.run(build_app(engine), host=cfg.host, port=cfg.port, log_level="info")

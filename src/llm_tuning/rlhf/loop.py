@@ -54,7 +54,9 @@ class RolloutOptions:
     reference: str = option("auto", "KL reference: base (adapters disabled), initial (frozen copy of --sft_adapter "
                             "on the same base), auto (initial with --sft_adapter, else base)", choices=REFERENCE_KINDS)  # fmt: skip
     reward: list[str] = option(
-        [], "reward function: exact_match, format, module:function or file.py:function"
+        [],
+        "reward function: exact_match, format, module:function or file.py:function; a module or file is "
+        "imported and RUNS AS PYTHON CODE with your rights (also when named in a YAML recipe): use only your own",
     )
     reward_weights: list[float] = option([], "one weight per --reward (default 1 each)")
     reward_model: str | None = option(None, "a reward adapter from `llm-tuning rm`, loaded on the same base",
