@@ -259,6 +259,8 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
     from llm_tuning.models.load import load_tokenizer
 
     source = find_input_file(cfg.input_file)
+    if source.is_dir():
+        raise DataError(source, None, "is a folder", hint="pass --input_file with a .json/.jsonl/.csv file")
     if not source.is_file():
         raise DataError(
             source, None, "file does not exist", hint="pass --input_file with an existing .json/.jsonl/.csv"

@@ -25,6 +25,7 @@ from llm_tuning.models.adapters import (
     MIX,
     MIX_METHODS,
     AdapterSpec,
+    check_mix_options,
     load_adapters,
     mix_adapters,
     parse_adapter_spec,
@@ -68,8 +69,16 @@ class ServeConfig(ModelOptions):
         self.api_key = self.api_key or os.environ.get("LLM_TUNING_API_KEY") or None
         check_choice("mix_method", self.mix_method, MIX_METHODS)
         check_choice("template", self.template, ("chat", "none"))
-        for name in ("port", "default_max_tokens", "max_tokens_limit", "max_request_bytes"):
+        for name in ("default_max_tokens", "max_tokens_limit", "max_request_bytes"):
             check_positive(name, getattr(self, name))
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"--port must be a TCP port in 1..65535, got {self.port}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ConfigError(f"--default_max_tokens {self.default_max_tokens} is above --max_tokens_limit "
+                              f"{self.max_tokens_limit}; lower it or raise the limit")  # fmt: skip
+        check_mix_options(self.mix_method, self.mix_density)
+        if not self.host.strip():
+            raise ConfigError("--host is empty; use 127.0.0.1 (this machine only) or an address to bind")
 
 
 @dataclass

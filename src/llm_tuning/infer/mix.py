@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_tuning.config import ConfigError, ModelOptions, check_choice, option, save_config, validate_groups
+from llm_tuning.models.adapter_check import record_base_model
 from llm_tuning.models.adapters import (
     MIX,
     MIX_METHODS,
@@ -123,6 +124,7 @@ def run_mix(cfg: MixConfig) -> FolderResult:
         save_adapter_folder(peft_model, MIX, tmp)
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp)
+        record_base_model(tmp, cfg.model, base)
 
     out = write_folder(cfg.output, cfg.overwrite, fill)
     logger.info("mixed adapter written to %s; use it with --adapter %s", out, out)
