@@ -36,10 +36,30 @@ def _train(model: str, data: Path, out: Path) -> str:
     return str(out)
 
 
-def _reward_model(model: str, data: Path, out: Path) -> str:
-    code = main(["rm", "--model", model, "--data", str(data), "--lora_rank", "4", "--target_modules", "q_proj,v_proj",
-                 "--max_steps", "1", "--output_dir", str(out), "--report_to", "none"])  # fmt: skip
-    assert code == 0
+def _foreign(model: str, out: Path) -> str:
+    """An adapter saved with its base's record, as `llm-tuning train` writes it, for another base model."""
+    from transformers import AutoModelForCausalLM
+
+    from llm_tuning.models.adapter_check import record_base_model
+
+    random_adapter(model, out)
+    record_base_model(out, model, AutoModelForCausalLM.from_pretrained(model))
+    return str(out)
+
+
+def _reward_model(model: str, out: Path) -> str:
+    """A reward-model folder as `llm-tuning rm` writes it (untrained: only its shapes and base matter here)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from llm_tuning.models.adapter_check import record_base_model
+
+    base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS", modules_to_save=["score"]
+    )
+    get_peft_model(base, config).save_pretrained(out)
+    record_base_model(out, model, base)
     return str(out)
 
 
@@ -98,9 +118,9 @@ def world(tiny_model, other_model, tmp_path_factory) -> dict[str, str]:
     world = {"model": tiny_model, "other_model": other_model, "qa": str(qa), "prompts": str(prompts),
              "pairs": str(pairs), "rl": str(rl), "sde": str(sde), "good": str(good),
              "other_size_adapter": random_adapter(str(big), root / "other_size_adapter"),
-             "other_base_adapter": _train(other_model, qa, root / "other_base_adapter"),
-             "rm_other_size_adapter": _reward_model(str(big), pairs, root / "rm" / "other_size_adapter"),
-             "rm_other_base_adapter": _reward_model(other_model, pairs, root / "rm" / "other_base_adapter"),
+             "other_base_adapter": _foreign(other_model, root / "other_base_adapter"),
+             "rm_other_size_adapter": _reward_model(str(big), root / "rm" / "other_size_adapter"),
+             "rm_other_base_adapter": _reward_model(other_model, root / "rm" / "other_base_adapter"),
              **_damaged(good, root)}  # fmt: skip
     return world
 
@@ -127,6 +147,11 @@ def test_bad_input_is_one_clear_line(case, world, tmp_path, capsys, monkeypatch)
     import uvicorn
 
     name, template, files, expected = case
+    if name.endswith("-no-gpu"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
     monkeypatch.setenv("LLM_TUNING_DEBUG", "1")  # an unexpected exception raises here and fails the case
 
     def no_server(*args, **kwargs):
@@ -157,7 +182,12 @@ SUBPROCESS_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=[c[0] for c in SUBPROCESS_CASES])
+# one runs in `make test` (its imports are light); the others import torch and transformers (~20 s each here)
+SUBPROCESS = [pytest.param(c, id=c[0], marks=[] if c[0] == "sde-render-bad-row" else [pytest.mark.slow])
+              for c in SUBPROCESS_CASES]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SUBPROCESS)
 def test_real_entry_point_prints_no_traceback(case, world, tmp_path):
     name, template, expected = case
     (tmp_path / "bad.jsonl").write_text("{oops\n")

@@ -248,11 +248,11 @@ def check_device(value: str) -> None:
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device {value!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
+        if not torch.cuda.is_available():
             raise ConfigError(
                 f"--device {value}: no CUDA GPU is visible to torch here; use --device cpu (or auto)"
             )
+        count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ConfigError(
                 f"--device {value}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
@@ -263,6 +263,17 @@ def check_device(value: str) -> None:
         raise ConfigError(f"--device {value}: Apple's MPS is not available here; use --device cpu (or auto)")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"--device {value!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_output_path(name: str, value: str | None, folder: bool = False) -> None:
+    """An output path of the right kind: a file path that is not a folder, or a folder path that is not a file."""
+    if not value:
+        return
+    path = Path(value)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"--{name} {value} is a file; give a folder to write into")
+    if not folder and path.is_dir():
+        raise ConfigError(f"--{name} {value} is a folder; give the path of a file to write")
 
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -292,6 +303,7 @@ def check_training(cfg: Any) -> None:
         raise ConfigError("choose one of --fp16 and --bf16")
     if hasattr(cfg, "report_to"):
         check_report_to(cfg.report_to)
+    check_output_path("output_dir", getattr(cfg, "output_dir", None), folder=True)
 
 
 def check_report_to(value: str) -> None:

@@ -73,9 +73,8 @@ class ServeConfig(ModelOptions):
             check_positive(name, getattr(self, name))
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port must be a TCP port in 1..65535, got {self.port}")
-        if self.default_max_tokens > self.max_tokens_limit:
-            raise ConfigError(f"--default_max_tokens {self.default_max_tokens} is above --max_tokens_limit "
-                              f"{self.max_tokens_limit}; lower it or raise the limit")  # fmt: skip
+        # a lower --max_tokens_limit also caps the default (a request without max_tokens never passes the limit)
+        self.default_max_tokens = min(self.default_max_tokens, self.max_tokens_limit)
         check_mix_options(self.mix_method, self.mix_density)
         if not self.host.strip():
             raise ConfigError("--host is empty; use 127.0.0.1 (this machine only) or an address to bind")

@@ -12,7 +12,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    ModelOptions,
+    check_choice,
+    check_output_path,
+    check_positive,
+    option,
+    validate_groups,
+)
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.data.template import prompt_text
@@ -53,6 +61,7 @@ class PredictConfig(InferenceOptions):
             raise ConfigError("--data_path is required: a JSON/JSONL/CSV file with a prompt per row")
         check_positive("batch_size", self.batch_size)
         check_positive("limit", self.limit)
+        check_output_path("output_file", self.output_file)
         check_mix_options(self.mix_method, self.mix_density)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_tuning.config import ConfigError, check_positive, check_range, option
+from llm_tuning.config import ConfigError, check_output_path, check_positive, check_range, option
 from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import write_training_report
@@ -104,6 +104,7 @@ class RolloutOptions:
         ):
             check_positive(name, getattr(self, name))
         check_range("top_p", self.top_p, 0, 1, low_open=True)
+        check_output_path("output_dir", self.output_dir, folder=True)
         for name in ("top_k", "save_steps"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("max_prompt_length", "logging_steps", "max_grad_norm"):

@@ -22,7 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_tuning.config import ConfigError, LoraOptions, ModelOptions, check_choice, option, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    LoraOptions,
+    ModelOptions,
+    check_choice,
+    check_output_path,
+    check_positive,
+    option,
+    validate_groups,
+)
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.models.adapter_check import check_adapter_fits, check_adapter_folder
 from llm_tuning.models.load import load_tokenizer, pick_device, pick_dtype
@@ -285,6 +294,8 @@ class ScoreConfig(ModelOptions):
         validate_groups(self)
         if not self.adapter or not self.data:
             raise ConfigError("give --adapter REWARD_MODEL_DIR and --data FILE")
+        check_output_path("output_file", self.output_file)
+        check_positive("batch_size", self.batch_size)
         check_choice("template", self.template, ("chat", "none"))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import ConfigError, check_positive, option
+from llm_tuning.config import ConfigError, check_output_path, check_positive, option
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.sde.data import read_task_rows
 from llm_tuning.sde.designs import design_spec, parse_design, render_sample
@@ -41,6 +41,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("sde render needs --input FILE and --output FILE")
+        check_output_path("output", self.output)
         parse_design(self.design)
 
 
@@ -79,6 +80,7 @@ class ScoreConfig:
             raise ConfigError("sde score needs --predictions FILE")
         parse_design(self.design)
         check_positive("show_failed", self.show_failed, allow_zero=True)
+        check_output_path("output", self.output)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import DEFAULT_MODEL, ConfigError, check_positive, option
+from llm_tuning.config import DEFAULT_MODEL, ConfigError, check_output_path, check_positive, option
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
@@ -65,6 +65,7 @@ class GridConfig:
         for name in ("train_size", "test_size", "max_steps", "batch_size", "learning_rate", "lora_rank",
                      "max_seq_length", "max_new_tokens"):  # fmt: skip
             check_positive(name, getattr(self, name))
+        check_output_path("output_dir", self.output_dir, folder=True)
         self.design_list()
 
     def run_key(self, design: str) -> str:
