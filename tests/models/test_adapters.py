@@ -179,3 +179,11 @@ def test_mixed_trainable_adapter_starts_at_the_mix_and_trains(tiny_model, adapte
     model.train()
     model(INPUT, labels=INPUT).loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_short_names_inside_lora_prefix_mix_like_any_other(tiny_model, adapters):
+    """`a` and `r` are letters of 'lora_' (once refused as "part of the prefix"): they load and mix the same."""
+    named = [AdapterSpec("one", adapters["one"], 0.5), AdapterSpec("wide", adapters["wide"], 0.5)]
+    short = [AdapterSpec("a", adapters["one"], 0.5), AdapterSpec("r", adapters["wide"], 0.5)]
+    expected = logits(apply_adapters(base_model(tiny_model), named, "cat"))
+    assert torch.allclose(logits(apply_adapters(base_model(tiny_model), short, "cat")), expected, atol=1e-6)
