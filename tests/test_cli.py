@@ -18,11 +18,36 @@ def test_help_lists_every_command(capsys):
 
 
 def test_command_help(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["train", "--help"])
-    assert info.value.code == 0
+    assert main(["train", "--help"]) == 0  # argparse's exit becomes main's return code
     out = capsys.readouterr().out
     assert "--learning_rate" in out and "--model_checkpoint" in out and "--tokenized_dataset" in out
+
+
+def test_sde_help_lists_its_subcommands(capsys):
+    assert main(["sde", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"sde {sub}" in out for sub in ("render", "score", "run")) and "unknown" not in out
+    assert "\n  train " not in out and "tokenize" not in out  # only the sde subcommands
+    assert main(["sde", "render", "--help"]) == 0
+    assert "--design" in capsys.readouterr().out
+
+
+def test_unexpected_error_is_one_line_exit_1(monkeypatch, capsys):
+    """A bug of ours (not bad input) is one line with exit 1; LLM_TUNING_DEBUG=1 re-raises it."""
+    import llm_tuning.sde.commands as commands
+
+    def broken(cfg):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "run_render", broken)
+    argv = ["sde", "render", "--input", "a.jsonl", "--output", "b.jsonl"]
+    monkeypatch.delenv("LLM_TUNING_DEBUG", raising=False)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in err and "Traceback" not in err
+    monkeypatch.setenv("LLM_TUNING_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(argv)
 
 
 def test_unknown_command_exits_2(capsys):

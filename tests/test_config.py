@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -132,3 +133,35 @@ def test_save_config_roundtrips(tmp_path):
     assert saved["learning_rate"] == 1e-3 and saved["data"] == "train.jsonl"
     assert make_config(TrainConfig, saved) == cfg  # a saved config is a valid recipe
     assert sorted(p.name for p in path.parent.iterdir()) == ["llm_tuning_config.yaml"]
+
+
+def test_recipe_values_take_the_field_type(tmp_path):
+    """YAML reads `1e-3` as text and `"False"` as a string: both mean what they say."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('data: t.jsonl\nlearning_rate: 1e-3\nskip_overlength: "False"\npacking: "no"\n'
+                      'lora_rank: "16"\nwarmup_steps: 5\nprevious_lora_weights: one\n')  # fmt: skip
+    cfg = parse_config(TrainConfig, [str(recipe)])
+    assert cfg.learning_rate == 1e-3 and isinstance(cfg.learning_rate, float)
+    assert cfg.skip_overlength is False and cfg.packing is False
+    assert cfg.lora_rank == 16 and cfg.warmup_steps == 5.0 and cfg.previous_lora_weights == ["one"]
+    recipe.write_text("data: t.jsonl\nskip_overlength: 'True'\n")
+    assert parse_config(TrainConfig, [str(recipe)]).skip_overlength is True
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("learning_rate: fast", "learning_rate must be a number, got 'fast'"),
+        ("lora_rank: 2.5", "lora_rank must be a whole number"),
+        ("skip_overlength: perhaps", "skip_overlength must be true or false"),
+        ("model: null", "model is empty (null)"),
+        ("learning_rate: .nan", "--learning_rate must be > 0"),
+        ("lora_alpha: 0", "--lora_alpha must be > 0"),
+        ("max_steps: 0", "--max_steps must be >= 1"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_name_recipe_and_key(tmp_path, text, needle):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: t.jsonl\n{text}\n")
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        parse_config(TrainConfig, [str(recipe)])

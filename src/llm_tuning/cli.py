@@ -50,14 +50,22 @@ def _load(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+def _usage(group: str | None = None) -> str:
+    """Every command, or with `group` (e.g. "sde") its subcommands only."""
+    names = [n for n in COMMANDS if group is None or n.startswith(group + " ")]
+    width = max(map(len, names))
+    lines = [f"  {name:<{width}}  {COMMANDS[name][2]}" for name in names]
+    head = f"usage: llm-tuning {group} SUBCOMMAND" if group else "usage: llm-tuning COMMAND"
     return (
-        "usage: llm-tuning COMMAND [RECIPE.yaml] [--flags]\n\ncommands:\n"
+        f"{head} [RECIPE.yaml] [--flags]\n\n{'subcommands' if group else 'commands'}:\n"
         + "\n".join(lines)
         + ("\n\n`llm-tuning COMMAND --help` lists a command's flags.")
     )
+
+
+def _group(name: str) -> str | None:
+    """`name` when it only prefixes subcommands ("sde"), else None."""
+    return name if name not in COMMANDS and any(n.startswith(name + " ") for n in COMMANDS) else None
 
 
 def _setup_logging() -> None:
@@ -84,21 +92,48 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if len(argv) > 1 and f"{name} {argv[1]}" in COMMANDS:
         name, argv = f"{name} {argv[1]}", argv[1:]
+    group = _group(name)
+    if group is not None:
+        if len(argv) > 1 and argv[1] in ("-h", "--help", "help"):
+            print(_usage(group))
+            return 0
+        subcommands = ", ".join(n.split(" ", 1)[1] for n in COMMANDS if n.startswith(group + " "))
+        given = f"unknown subcommand {argv[1]!r}" if len(argv) > 1 else "a subcommand is needed"
+        given += f"; choose one of: {subcommands}"
+        print(f"llm-tuning {group}: error: {given}\n\n{_usage(group)}", file=sys.stderr)
+        return 2
     if name not in COMMANDS:
         print(f"llm-tuning: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     _setup_logging()
+    try:
+        return _run(name, argv[1:])
+    except SystemExit as exit_:  # argparse: --help (0) or a flag it could not parse (2, message printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
+
+
+def _run(name: str, args: list[str]) -> int:
     from llm_tuning.config import ConfigError, parse_config
     from llm_tuning.data.read import DataError
     from llm_tuning.models.resolve import ModelNotFoundError
 
     config_ref, run_ref, _ = COMMANDS[name]
     try:
-        cfg = parse_config(_load(config_ref), argv[1:], prog=f"llm-tuning {name}")
+        cfg = parse_config(_load(config_ref), args, prog=f"llm-tuning {name}")
         result = _load(run_ref)(cfg)
     except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError) as err:
-        print(f"llm-tuning {name}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split("\n"))  # one line, whatever the library's message looked like
+        print(f"llm-tuning {name}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"llm-tuning {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug of ours, not bad input: one line (exit 1); the traceback on request
+        if os.environ.get("LLM_TUNING_DEBUG"):
+            raise
+        print(f"llm-tuning {name}: internal error: {type(err).__name__}: {err} (a bug: please report it with "
+              "the command; LLM_TUNING_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+        return 1
     summary = getattr(result, "summary", None)
     if callable(summary):
         print(summary())

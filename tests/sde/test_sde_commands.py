@@ -149,3 +149,6 @@ def test_grid_run_reports_every_design_and_skips_done_ones(masa_file, tmp_path, 
     again = run_grid(GridConfig(**{**cfg.__dict__, "designs": "es_sde,json,ou"}))
     assert [r.get("error") for r in again.rows] == [None, None, "RuntimeError: out of memory"]
     assert "failed: RuntimeError: out of memory" in (out / "report.md").read_text()
+    # other settings are another experiment: a finished design is not reused when --max_steps changes
+    changed = run_grid(GridConfig(**{**cfg.__dict__, "max_steps": 3}))
+    assert [r.get("error") for r in changed.rows] == ["RuntimeError: out of memory"] * 2

@@ -42,6 +42,11 @@ def _decode(path: Path) -> str:
         ) from err
 
 
+def read_text(path: str | Path) -> str:
+    """A file's text (UTF-8, a BOM dropped); a DataError naming the line of the first byte that is not UTF-8."""
+    return _decode(Path(path))
+
+
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -54,9 +59,29 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CSV rows as dicts; a row with more or fewer values than the header is an error, not a shifted row."""
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        for number, row in enumerate(reader, start=1):
+            columns = len(reader.fieldnames or [])
+            if None in row:  # more values than columns: csv puts the rest under the key None
+                raise DataError(path, number, f"has {columns + len(row[None])} values but the header has {columns} "
+                                "columns", hint="quote values that contain commas")  # fmt: skip
+            missing = [k for k, v in row.items() if v is None]
+            if missing:
+                raise DataError(path, number, f"has {columns - len(missing)} values but the header has {columns} "
+                                "columns", missing[0], "give every column a value (empty is allowed)")  # fmt: skip
+            yield number, row
+    except csv.Error as err:
+        raise DataError(path, None, f"is not valid CSV ({err})") from None
+
+
 def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, row dict) for every row of a .json, .jsonl or .csv file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, "is a folder", hint="pass a .json, .jsonl or .csv file")
     if not path.is_file():
         raise DataError(
             path, None, "file does not exist", hint="pass --input_file / --data_path with an existing file"
@@ -64,7 +89,7 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     suffix = path.suffix.lower()
     text = _decode(path)
     if suffix == ".csv":
-        rows: Iterator[tuple[int, Any]] = enumerate(csv.DictReader(io.StringIO(text)), start=1)
+        rows: Iterator[tuple[int, Any]] = _csv_rows(path, text)
     elif suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = enumerate(json.loads(text), start=1)

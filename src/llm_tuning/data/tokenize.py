@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from llm_tuning.config import ConfigError, DataOptions, option, validate_groups
+from llm_tuning.config import ConfigError, DataOptions, check_output_path, option, validate_groups
 from llm_tuning.data.encode import IGNORE_INDEX, encode_segments, truncate
 from llm_tuning.data.formats import row_to_messages
 from llm_tuning.data.read import DataError, iter_rows
@@ -61,6 +61,7 @@ class TokenizeConfig(DataOptions):
         validate_groups(self)
         if self.num_proc < 0 or self.batch_rows < 1:
             raise ConfigError("--num_proc must be >= 0 and --batch_rows >= 1")
+        check_output_path("output_dir", self.output_dir, folder=True)
         if not self.input_file:
             raise DataError("--input_file", None, "no data file given", hint="pass --input_file data.jsonl")
 
@@ -259,6 +260,8 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
     from llm_tuning.models.load import load_tokenizer
 
     source = find_input_file(cfg.input_file)
+    if source.is_dir():
+        raise DataError(source, None, "is a folder", hint="pass --input_file with a .json/.jsonl/.csv file")
     if not source.is_file():
         raise DataError(
             source, None, "file does not exist", hint="pass --input_file with an existing .json/.jsonl/.csv"

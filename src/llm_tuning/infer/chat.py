@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_tuning.config import option, validate_groups
+from llm_tuning.config import check_positive, option, validate_groups
 from llm_tuning.data.formats import Message
 from llm_tuning.data.template import prompt_text
 from llm_tuning.infer.predict import InferenceOptions
-from llm_tuning.models.adapters import load_with_adapters
+from llm_tuning.models.adapters import check_mix_options, load_with_adapters
 from llm_tuning.models.generate import generate
 
 
@@ -29,6 +29,8 @@ class ChatConfig(InferenceOptions):
 
     def __post_init__(self) -> None:
         validate_groups(self)
+        check_positive("history_turns", self.history_turns, allow_zero=True)
+        check_mix_options(self.mix_method, self.mix_density)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import ConfigError, check_positive, option, validate_groups
+from llm_tuning.config import ConfigError, check_output_path, check_positive, option, validate_groups
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
@@ -24,6 +24,7 @@ from llm_tuning.models.adapters import (
     BASE,
     MIX,
     AdapterSpec,
+    check_mix_options,
     load_adapters,
     mix_adapters,
     needs_mix,
@@ -56,7 +57,11 @@ class CompareConfig(InferenceOptions):
         validate_groups(self)
         if not self.data_path:
             raise ConfigError("--data_path is required: a JSON/JSONL/CSV file with a prompt per row")
-        check_positive("batch_size", self.batch_size)
+        for name in ("batch_size", "limit", "width"):
+            check_positive(name, getattr(self, name))
+        check_positive("show", self.show, allow_zero=True)
+        check_output_path("output_file", self.output_file)
+        check_mix_options(self.mix_method, self.mix_density)
         if not self.adapter:
             raise ConfigError(
                 "give at least one --adapter [name=]folder[:weight] to compare with the base model"

@@ -27,6 +27,7 @@ from llm_tuning.models.adapters import (
     MIX,
     MIX_METHODS,
     AdapterSpec,
+    check_mix_options,
     load_adapters,
     mix_adapters,
     parse_adapter_spec,
@@ -79,8 +80,15 @@ class ServeConfig(ModelOptions):
         self.api_key = self.api_key or os.environ.get("LLM_TUNING_API_KEY") or None
         check_choice("mix_method", self.mix_method, MIX_METHODS)
         check_choice("template", self.template, ("chat", "none"))
-        for name in ("port", "default_max_tokens", "max_tokens_limit", "max_request_bytes"):
+        for name in ("default_max_tokens", "max_tokens_limit", "max_request_bytes"):
             check_positive(name, getattr(self, name))
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"--port must be a TCP port in 1..65535, got {self.port}")
+        # a lower --max_tokens_limit also caps the default (a request without max_tokens never passes the limit)
+        self.default_max_tokens = min(self.default_max_tokens, self.max_tokens_limit)
+        check_mix_options(self.mix_method, self.mix_density)
+        if not self.host.strip():
+            raise ConfigError("--host is empty; use 127.0.0.1 (this machine only) or an address to bind")
         self.allowed_hosts = check_hosts(self.allowed_hosts)
         self.cors_origins = check_origins(self.cors_origins)
 

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import ConfigError, ModelOptions, check_choice, option, save_config, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    ModelOptions,
+    check_choice,
+    check_output_path,
+    option,
+    save_config,
+    validate_groups,
+)
+from llm_tuning.models.adapter_check import record_base_model
 from llm_tuning.models.adapters import (
     MIX,
     MIX_METHODS,
@@ -51,6 +60,7 @@ class AdapterSetOptions(ModelOptions):
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if not self.output:
             raise ConfigError("--output is required: the folder to write")
+        check_output_path("output", self.output, folder=True)
         if Path(self.output).exists() and any(Path(self.output).iterdir()) and not self.overwrite:
             raise ConfigError(
                 f"--output {self.output} exists and is not empty; pass --overwrite to replace it"
@@ -123,6 +133,7 @@ def run_mix(cfg: MixConfig) -> FolderResult:
         save_adapter_folder(peft_model, MIX, tmp)
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp)
+        record_base_model(tmp, cfg.model, base)
 
     out = write_folder(cfg.output, cfg.overwrite, fill)
     logger.info("mixed adapter written to %s; use it with --adapter %s", out, out)

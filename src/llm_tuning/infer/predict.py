@@ -12,11 +12,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_tuning.config import ConfigError, ModelOptions, check_choice, check_positive, option, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    ModelOptions,
+    check_choice,
+    check_output_path,
+    check_positive,
+    option,
+    validate_groups,
+)
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.data.template import prompt_text
-from llm_tuning.models.adapters import load_with_adapters
+from llm_tuning.models.adapters import check_mix_options, load_with_adapters
 from llm_tuning.models.generate import GenerationOptions, generate_all
 
 logger = logging.getLogger(__name__)
@@ -52,6 +60,9 @@ class PredictConfig(InferenceOptions):
         if not self.data_path:
             raise ConfigError("--data_path is required: a JSON/JSONL/CSV file with a prompt per row")
         check_positive("batch_size", self.batch_size)
+        check_positive("limit", self.limit)
+        check_output_path("output_file", self.output_file)
+        check_mix_options(self.mix_method, self.mix_density)
 
 
 @dataclass
@@ -69,9 +80,16 @@ def read_prompts(cfg: PredictConfig) -> list[dict[str, str]]:
         if cfg.prompt_key not in row:
             raise DataError(cfg.data_path, number, "is missing", cfg.prompt_key,
                             f"this row has fields {sorted(row)}; pass --prompt_key")  # fmt: skip
-        rows.append({"prompt": str(row[cfg.prompt_key]), "target": row.get(cfg.target_key)})
+        prompt = row[cfg.prompt_key]
+        if isinstance(prompt, bool) or not isinstance(prompt, (str, int, float)):
+            # str(None) would send the model the text "None"
+            raise DataError(cfg.data_path, number, f"must be text, got {type(prompt).__name__}", cfg.prompt_key,
+                            "give every row a prompt, or remove the row")  # fmt: skip
+        rows.append({"prompt": str(prompt), "target": row.get(cfg.target_key)})
         if cfg.limit and len(rows) >= cfg.limit:
             break
+    if not rows:
+        raise DataError(cfg.data_path, None, "has no rows", hint="add rows with a prompt field")
     return rows
 
 

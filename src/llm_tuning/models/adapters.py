@@ -12,6 +12,7 @@ modules (`cat` is exact: the mix is the weighted sum of the adapters' updates, w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_tuning.config import ConfigError
+from llm_tuning.models.adapter_check import check_adapter_fits, check_adapter_folder
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class AdapterSpec:
     weight: float = 1.0
 
 
-def parse_adapter_spec(spec: str, index: int = 0) -> AdapterSpec:
+def parse_adapter_spec(spec: str, index: int = 0, flag: str = "--adapter") -> AdapterSpec:
     """`[name=]folder[:weight]` -> AdapterSpec; the name defaults to the folder's name."""
     name = None
     if "=" in spec and not Path(spec).exists():
@@ -49,11 +51,8 @@ def parse_adapter_spec(spec: str, index: int = 0) -> AdapterSpec:
     if match and not Path(spec).exists():
         spec, weight = match.group(1), float(match.group(2))
     path = Path(spec)
-    if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"--adapter {spec}: no adapter_config.json there; pass a folder written by `llm-tuning train`"
-        )
-    name = name or re.sub(r"\W", "_", path.name) or f"adapter{index}"
+    check_adapter_folder(path, flag)
+    name = name or re.sub(r"\W", "_", path.resolve().name) or f"adapter{index}"
     return AdapterSpec(name, str(path), weight)
 
 
@@ -72,9 +71,12 @@ def parse_mix_spec(text: str, adapters: dict[str, AdapterSpec]) -> tuple[str, li
                 f"--mix {text!r}: no adapter named {adapter!r}; the --adapter names are {sorted(adapters)}"
             )
         try:
-            specs.append(AdapterSpec(adapter, adapters[adapter].path, float(weight) if weight else 1.0))
+            value = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError(f"--mix {text!r}: weight {weight!r} of {adapter!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"--mix {text!r}: weight {weight!r} of {adapter!r} must be a finite number")
+        specs.append(AdapterSpec(adapter, adapters[adapter].path, value))
     if not name.strip() or not specs:
         raise ConfigError(f"--mix {text!r}: give a name and at least one ADAPTER:WEIGHT")
     return name.strip(), specs
@@ -82,6 +84,28 @@ def parse_mix_spec(text: str, adapters: dict[str, AdapterSpec]) -> tuple[str, li
 
 def _rank(config: Any) -> int:
     return max(config.r, *config.rank_pattern.values()) if config.rank_pattern else config.r
+
+
+def check_mix_options(method: str, density: float | None, flag: str = "--mix_method") -> None:
+    """A mix method we know, and a density in (0, 1] (the share of weights ties / dare keep)."""
+    if method not in MIX_METHODS:
+        raise ConfigError(f"{flag} {method!r} is not valid; choose one of: {', '.join(MIX_METHODS)}")
+    if density is not None and not (math.isfinite(density) and 0 < density <= 1):
+        raise ConfigError(f"--mix_density must be in (0, 1], got {density}")
+
+
+def check_adapter_name(name: str, what: str = "adapter") -> None:
+    """Names PEFT accepts: letters, digits, _ and -, not containing its parameter prefix `lora_`."""
+    if not re.fullmatch(r"[\w-]+", name):
+        raise ConfigError(f"{what} name {name!r} must be letters, digits, _ or - (PEFT forbids dots and spaces); "
+                          "name it with --adapter NAME=folder")  # fmt: skip
+    if "lora_" in name:  # PEFT finds an adapter's weights by this prefix and refuses names containing it
+        raise ConfigError(f"{what} name {name!r} contains 'lora_', PEFT's parameter prefix, which it refuses; "
+                          "name it with --adapter NAME=folder")  # fmt: skip
+    if name == BASE:
+        raise ConfigError(
+            f"{BASE!r} means the model without adapters; give that {what} another name (NAME=folder)"
+        )
 
 
 def check_mixable(configs: dict[str, Any], method: str) -> None:
@@ -102,24 +126,17 @@ def check_mixable(configs: dict[str, Any], method: str) -> None:
                          f"methods that mix different ranks: {', '.join(ANY_RANK_METHODS)}")  # fmt: skip
 
 
-def load_adapters(model: Any, specs: list[AdapterSpec]) -> Any:
+def load_adapters(model: Any, specs: list[AdapterSpec], flag: str = "--adapter") -> Any:
     """A PeftModel with every adapter loaded under its name (none active for training)."""
     from peft import PeftModel
 
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"adapter names must differ, got {names}; name them with --adapter NAME=folder")
-    bad = [n for n in names if not re.fullmatch(r"[\w-]+", n)]
-    if bad:
-        raise ConfigError(
-            f"adapter names {bad} must be letters, digits, _ or - (PEFT forbids dots); use NAME=folder"
-        )
-    clashing = [n for n in names if n in "lora_"]  # PEFT finds weights by this prefix; such names confuse it
-    if clashing:
-        raise ConfigError(f"adapter names {clashing} are part of PEFT's parameter prefix 'lora_' and would confuse "
-                          "loading; name them with --adapter NAME=folder")  # fmt: skip
-    if BASE in names:
-        raise ConfigError(f"{BASE!r} means the model without adapters; give that adapter another NAME=folder")
+    for name in names:
+        check_adapter_name(name)
+    for spec in specs:  # every folder fits this base model before PEFT sees any of them
+        check_adapter_fits(model, spec.path, flag)
     peft_model = PeftModel.from_pretrained(model, specs[0].path, adapter_name=specs[0].name)
     for spec in specs[1:]:
         peft_model.load_adapter(spec.path, adapter_name=spec.name)
@@ -134,10 +151,9 @@ def mix_adapters(
     import torch
     from peft.tuners.lora import LoraLayer
 
-    if name in peft_model.peft_config or not re.fullmatch(r"[\w-]+", name) or name in "lora_":
-        raise ConfigError(
-            f"cannot name a mix {name!r}: it is taken, or not letters, digits, _ and -; choose another"
-        )
+    if name in peft_model.peft_config:
+        raise ConfigError(f"cannot name a mix {name!r}: an adapter has that name; choose another")
+    check_adapter_name(name, "mix")
     check_mixable({s.name: peft_model.peft_config[s.name] for s in specs}, method)
     kwargs: dict[str, Any] = {}
     if method.startswith(("ties", "dare", "magnitude")):
@@ -213,7 +229,7 @@ def mixed_trainable_adapter(
     """
     from peft import PeftModel
 
-    peft_model = load_adapters(model, specs)
+    peft_model = load_adapters(model, specs, "--previous_lora_weights")
     mix_adapters(peft_model, specs, method, density, MIX)
     with tempfile.TemporaryDirectory(prefix="llm-tuning-mix.") as tmp:
         save_adapter_folder(peft_model, MIX, tmp)

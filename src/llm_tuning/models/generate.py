@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from llm_tuning.config import option
+from llm_tuning.config import check_positive, check_range, option
 
 
 @dataclass
@@ -19,6 +19,13 @@ class GenerationOptions:
     top_p: float = option(1.0, "nucleus sampling mass (with --do_sample)")
     top_k: int = option(50, "sample among the k likeliest tokens (with --do_sample)")
     repetition_penalty: float = option(1.0, "> 1 discourages repeating tokens")
+
+    def __post_init__(self) -> None:
+        check_positive("max_new_tokens", self.max_new_tokens)
+        check_positive("temperature", self.temperature)
+        check_range("top_p", self.top_p, 0, 1, low_open=True)
+        check_positive("top_k", self.top_k, allow_zero=True)
+        check_positive("repetition_penalty", self.repetition_penalty)
 
 
 @dataclass

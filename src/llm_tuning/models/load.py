@@ -103,7 +103,7 @@ def _not_found_message(model: str, err: Exception) -> str:
     from llm_tuning.models.resolve import EMBEDDED_MODELS
 
     return (
-        f"could not load model {model!r}: {err}\n"
+        f"could not load model {model!r}: {' '.join(str(err).split())} "
         f"Use a local Hugging Face folder (with config.json), a hub id reachable from this machine, "
         f"or a built-in name: {', '.join(EMBEDDED_MODELS)}"
     )

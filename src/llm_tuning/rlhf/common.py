@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
-from llm_tuning.config import ConfigError, check_choice, check_positive, option, save_config
+from llm_tuning.config import ConfigError, check_choice, check_positive, check_training, option, save_config
 from llm_tuning.data.read import DataError
+from llm_tuning.models.adapter_check import check_adapter_folder, record_base_model
 from llm_tuning.models.load import mixed_precision_flags
 from llm_tuning.rlhf.data import PreferencePair, read_preferences
 
@@ -67,6 +68,11 @@ class PreferenceDataOptions:
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
         check_choice("template", self.template, ("chat", "none"))
         check_positive("max_length", self.max_length)
+        for name in ("train_subset", "eval_subset"):
+            if getattr(self, name) == 0 or getattr(self, name) < -1:
+                raise ConfigError(
+                    f"--{name} must be a number of pairs >= 1, or -1 for all; got {getattr(self, name)}"
+                )
 
 
 @dataclass
@@ -97,10 +103,7 @@ class TrainerOptions:
     extra_args: dict = option({}, "more TRL / transformers training arguments, by name (YAML recipes)")
 
     def __post_init__(self) -> None:
-        check_positive("per_device_train_batch_size", self.per_device_train_batch_size)
-        check_positive("learning_rate", self.learning_rate)
-        if self.fp16 and self.bf16:
-            raise ConfigError("choose one of --fp16 and --bf16")
+        check_training(self)
 
 
 def trainer_arguments(cfg: TrainerOptions, has_eval: bool, dtype: torch.dtype) -> dict[str, Any]:
@@ -184,7 +187,7 @@ def lora_only(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 
 def add_adapter_from(
-    peft_model: Any, adapter_dir: str | Path, name: str, trainable: bool = False
+    peft_model: Any, adapter_dir: str | Path, name: str, trainable: bool = False, flag: str = "--sft_adapter"
 ) -> dict[str, torch.Tensor]:
     """Load a folder's LoRA weights as adapter `name` of `peft_model` (any task type); returns the other tensors.
 
@@ -193,6 +196,9 @@ def add_adapter_from(
     """
     from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
+    from llm_tuning.models.adapter_check import check_adapter_fits
+
+    check_adapter_fits(peft_model, adapter_dir, flag)
     lora, rest = lora_only(read_adapter_weights(adapter_dir))
     if name not in peft_model.peft_config:
         config = LoraConfig.from_pretrained(str(adapter_dir))
@@ -206,7 +212,7 @@ def add_adapter_from(
     result = set_peft_model_state_dict(peft_model, {**kept, **lora}, adapter_name=name)
     missing = [k for k in result.missing_keys if f".{name}." in k and ".lora_" in k]
     if missing:
-        raise ValueError(f"adapter {adapter_dir} does not fit this model: {len(missing)} LoRA weights missing, "
+        raise ConfigError(f"{flag} {adapter_dir}: adapter {adapter_dir} does not fit this model: {len(missing)} LoRA weights missing, "
                          f"e.g. {missing[0]}; was it trained on another base model?")  # fmt: skip
     for pname, param in peft_model.named_parameters():
         if f".{name}." in pname:
@@ -226,6 +232,13 @@ def use_adapter(peft_model: Any, name: str) -> Iterator[None]:
         peft_model.set_adapter(previous)
         for n, p in peft_model.named_parameters():
             p.requires_grad_(flags[n])
+
+
+def check_adapter_flags(cfg: Any) -> None:
+    """Check the adapter folders a run names before any model is loaded (a damaged one fails in a second)."""
+    for flag in ("sft_adapter", "reward_model"):
+        if getattr(cfg, flag, None):
+            check_adapter_folder(getattr(cfg, flag), f"--{flag}")
 
 
 def reference_kind(requested: str, sft_adapter: str | None) -> str:
@@ -257,6 +270,7 @@ def save_outputs(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp)
+        record_base_model(tmp, cfg.model, model)
         for name, tensors in (extra or {}).items():
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
         for item in tmp.iterdir():

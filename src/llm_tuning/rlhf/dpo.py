@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import LoraOptions, ModelOptions, check_choice, check_positive, option, validate_groups
+from llm_tuning.config import (
+    LoraOptions,
+    ModelOptions,
+    check_choice,
+    check_positive,
+    check_range,
+    option,
+    validate_groups,
+)
 from llm_tuning.data.template import prompt_text, with_system
 from llm_tuning.models.load import load_model, load_tokenizer, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
@@ -24,12 +32,14 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
     TrainerOptions,
+    check_adapter_flags,
+    keep_short,
     load_preference_splits,
     resume_argument,
     save_outputs,
     trainer_arguments,
 )
-from llm_tuning.rlhf.data import PreferencePair
+from llm_tuning.rlhf.data import PreferencePair, encode_reply, render_prompt
 
 logger = logging.getLogger(__name__)
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
@@ -50,6 +60,7 @@ class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, TrainerOptions
         validate_groups(self)
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
         check_positive("beta", self.beta)
+        check_range("label_smoothing", self.label_smoothing, 0, 0.5)
 
 
 @dataclass
@@ -76,11 +87,24 @@ def to_trl_rows(tokenizer: Any, pairs: list[PreferencePair], cfg: DPOConfig) -> 
              "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]  # fmt: skip
 
 
+def fitting_pairs(
+    tokenizer: Any, pairs: list[PreferencePair], cfg: DPOConfig, path: str
+) -> list[PreferencePair]:
+    """The pairs whose prompt + reply fit --max_length tokens, as the flag says (TRL would cut the others)."""
+    encoded = []
+    for pair in pairs:
+        prompt = render_prompt(tokenizer, pair.prompt, cfg.template, cfg.system_prompt)
+        encoded.append(
+            (encode_reply(tokenizer, prompt, pair.chosen), encode_reply(tokenizer, prompt, pair.rejected))
+        )
+    return [pairs[i] for i in keep_short(encoded, cfg.max_length, path)]
+
+
 def build_policy(cfg: DPOConfig) -> tuple[Any, Any]:
     """(model, peft_config): a PeftModel from --sft_adapter (TRL copies it as the reference), else base + config."""
     model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
     if cfg.sft_adapter:
-        return attach_lora(model, None, cfg.sft_adapter), None
+        return attach_lora(model, None, cfg.sft_adapter, "--sft_adapter"), None
     return model, lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
                               cfg.use_dora, cfg.use_rslora)  # fmt: skip
 
@@ -102,8 +126,11 @@ def run(cfg: DPOConfig) -> DPOResult:
     from trl import DPOTrainer
 
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code, padding_side="left")
     train_pairs, eval_pairs = load_preference_splits(cfg, cfg.seed)
+    check_adapter_flags(cfg)
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code, padding_side="left")
+    train_pairs = fitting_pairs(tokenizer, train_pairs, cfg, cfg.data)
+    eval_pairs = fitting_pairs(tokenizer, eval_pairs, cfg, cfg.eval_data or cfg.data) if eval_pairs else []
     logger.info("DPO: %d training pairs, %d held out", len(train_pairs), len(eval_pairs))
     model, peft_config = build_policy(cfg)
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))

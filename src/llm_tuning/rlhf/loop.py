@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import shutil
@@ -25,11 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_tuning.config import ConfigError, check_positive, option
+from llm_tuning.config import ConfigError, check_output_path, check_positive, check_range, option
 from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import write_training_report
-from llm_tuning.rlhf.common import REFERENCE_KINDS, add_adapter_from, reference_kind, save_outputs
+from llm_tuning.rlhf.common import (
+    REFERENCE_KINDS,
+    add_adapter_from,
+    check_adapter_flags,
+    reference_kind,
+    save_outputs,
+)
 from llm_tuning.rlhf.data import PromptRow, read_prompts, render_prompt
 from llm_tuning.rlhf.rewards import load_rewards
 from llm_tuning.rlhf.rollout import RewardScorer, SamplingOptions
@@ -98,6 +105,19 @@ class RolloutOptions:
             "learning_rate",
         ):
             check_positive(name, getattr(self, name))
+        check_range("top_p", self.top_p, 0, 1, low_open=True)
+        check_output_path("output_dir", self.output_dir, folder=True)
+        for name in ("top_k", "save_steps"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("max_prompt_length", "logging_steps", "max_grad_norm"):
+            check_positive(name, getattr(self, name))
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"--save_total_limit must be >= 1 (or left out), got {self.save_total_limit}")
+        if self.reward_weights and len(self.reward_weights) != len(self.reward):
+            raise ConfigError(f"--reward_weights gives {len(self.reward_weights)} weights for {len(self.reward)} "
+                              "--reward functions; give one per --reward, in the same order")  # fmt: skip
+        if not all(math.isfinite(w) for w in self.reward_weights) or not math.isfinite(self.reward_baseline):
+            raise ConfigError("--reward_weights and --reward_baseline must be finite numbers")
         if self.report_to not in ("tensorboard", "none"):
             raise ConfigError(f"--report_to {self.report_to!r}: this loop logs to tensorboard or none")
 
@@ -135,11 +155,13 @@ def load_policy(cfg: Any) -> Policy:
     from llm_tuning.rlhf.reward_model import RewardAdapter
 
     rows = read_prompts(cfg.data, cfg.prompt_key)
+    check_adapter_flags(cfg)
+    load_rewards(cfg.reward, cfg.reward_weights)  # a bad --reward file fails before the model loads
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     base = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
     config = None if cfg.sft_adapter else lora_config(base, cfg.lora_rank, cfg.lora_alpha, 0.0, cfg.target_modules,
                                                       cfg.use_dora, cfg.use_rslora)  # fmt: skip
-    model = attach_lora(base, config, cfg.sft_adapter)
+    model = attach_lora(base, config, cfg.sft_adapter, "--sft_adapter")
     reference = reference_kind(cfg.reference, cfg.sft_adapter)
     if reference == "initial":
         add_adapter_from(model, cfg.sft_adapter, "reference")

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from llm_tuning.config import LoraOptions, ModelOptions, check_choice, check_positive, option, validate_groups
+from llm_tuning.data.read import DataError
 from llm_tuning.rlhf.common import reference_context
 from llm_tuning.rlhf.data import PromptRow
 from llm_tuning.rlhf.loop import (
@@ -136,10 +137,13 @@ def run(cfg: PPOConfig) -> OnlineResult:
     set_seed(cfg.seed)
     policy = load_policy(cfg)
     value_head = value_head_for(policy.model)
-    if (
-        cfg.sft_adapter and (Path(cfg.sft_adapter) / f"{VALUE_HEAD}.safetensors").is_file()
-    ):  # continuing a PPO run
-        value_head.load_state_dict(load_file(str(Path(cfg.sft_adapter) / f"{VALUE_HEAD}.safetensors")))
+    saved_head = Path(cfg.sft_adapter or "") / f"{VALUE_HEAD}.safetensors"
+    if cfg.sft_adapter and saved_head.is_file():  # continuing a PPO run
+        try:
+            value_head.load_state_dict(load_file(str(saved_head)))
+        except Exception as err:  # a damaged file, or a head of another model's width
+            raise DataError(saved_head, None, f"cannot be loaded as this model's value head ({err})",
+                            hint="delete it to start a new value head, or pass the PPO run's own folder") from None  # fmt: skip
     params = [p for p in policy.model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adap_kl_ctrl

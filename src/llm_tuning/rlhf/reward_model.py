@@ -22,8 +22,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_tuning.config import ConfigError, LoraOptions, ModelOptions, check_choice, option, validate_groups
+from llm_tuning.config import (
+    ConfigError,
+    LoraOptions,
+    ModelOptions,
+    check_choice,
+    check_output_path,
+    check_positive,
+    option,
+    validate_groups,
+)
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
+from llm_tuning.models.adapter_check import check_adapter_fits, check_adapter_folder
 from llm_tuning.models.load import load_tokenizer, pick_device, pick_dtype
 from llm_tuning.models.lora import lora_config
 from llm_tuning.models.resolve import ModelNotFoundError, resolve_model
@@ -32,6 +42,7 @@ from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
     TrainerOptions,
     add_adapter_from,
+    check_adapter_flags,
     keep_short,
     load_preference_splits,
     resume_argument,
@@ -117,6 +128,7 @@ def build_reward_model(cfg: RewardModelConfig, pad_token_id: int) -> Any:
     rm = seqcls_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, pad_token_id)
     head = head_name(rm)
     if cfg.sft_adapter:  # same rank and targets as the SFT adapter, then its LoRA weights
+        check_adapter_fits(rm, cfg.sft_adapter, "--sft_adapter")
         sft = LoraConfig.from_pretrained(cfg.sft_adapter)
         config = LoraConfig(r=sft.r, lora_alpha=sft.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=sft.target_modules,
                             use_dora=sft.use_dora, use_rslora=sft.use_rslora, task_type="SEQ_CLS", modules_to_save=[head])  # fmt: skip
@@ -178,8 +190,9 @@ def run(cfg: RewardModelConfig) -> RewardModelResult:
     from trl import RewardConfig, RewardTrainer
 
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     train_pairs, eval_pairs = load_preference_splits(cfg, cfg.seed)
+    check_adapter_flags(cfg)
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     train_rows = encode_pairs(
         tokenizer, train_pairs, cfg.template, cfg.system_prompt, cfg.max_length, cfg.data
     )
@@ -225,7 +238,7 @@ class RewardAdapter:
     name = "reward"
 
     def __init__(self, peft_model: Any, adapter_dir: str | Path, pad_token_id: int) -> None:
-        rest = add_adapter_from(peft_model, adapter_dir, self.name)
+        rest = add_adapter_from(peft_model, adapter_dir, self.name, flag="--reward_model")
         weights = {k.rsplit(".", 1)[-1]: v for k, v in rest.items() if any(f"{h}." in k for h in HEAD_NAMES)}
         if "weight" not in weights or weights["weight"].shape[0] != 1:
             raise ConfigError(f"--reward_model {adapter_dir}: no scalar score head in the adapter; "
@@ -281,6 +294,8 @@ class ScoreConfig(ModelOptions):
         validate_groups(self)
         if not self.adapter or not self.data:
             raise ConfigError("give --adapter REWARD_MODEL_DIR and --data FILE")
+        check_output_path("output_file", self.output_file)
+        check_positive("batch_size", self.batch_size)
         check_choice("template", self.template, ("chat", "none"))
 
 
@@ -295,34 +310,50 @@ class ScoreResult:
         return f"scored {self.rows} rows into {self.output_file}{acc}"
 
 
+def check_reward_adapter(path: str, flag: str) -> None:
+    """A reward model folder: a whole adapter (models.adapter_check) saved by `llm-tuning rm` with its score head."""
+    files = check_adapter_folder(path, flag)
+    heads = files.config.get("modules_to_save") or []
+    if files.config.get("task_type") != "SEQ_CLS" or not any(h in heads for h in HEAD_NAMES):
+        raise ConfigError(f"{flag} {path} is not a reward model (task {files.config.get('task_type')!r}, no score "
+                          "head): pass a folder written by `llm-tuning rm`")  # fmt: skip
+
+
 def load_reward_model(cfg: ScoreConfig, pad_token_id: int) -> Any:
     from peft import PeftModel
 
     base = seqcls_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, pad_token_id)
+    check_adapter_fits(base, cfg.adapter, "--adapter")
     return PeftModel.from_pretrained(base, cfg.adapter).eval()
 
 
 def run_score(cfg: ScoreConfig) -> ScoreResult:
     """Score every row; pairs also get `correct` (chosen scored higher) and an overall accuracy."""
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     rows = list(iter_rows(cfg.data))
     if not rows:
-        raise DataError(cfg.data, None, "has no rows")
-    model = load_reward_model(cfg, tokenizer.pad_token_id)
-    out_path = Path(cfg.output_file or Path(cfg.data).with_name(Path(cfg.data).stem + "_scores.jsonl"))
-    if "chosen" in rows[0][1]:
+        raise DataError(
+            cfg.data, None, "has no rows", hint="add {prompt, chosen, rejected} or {prompt, response} rows"
+        )
+    pairs, prompts = None, None
+    if "chosen" in rows[0][1]:  # every row is checked before the model loads
         pairs = [preference_from_row(row, cfg.data, n, cfg.prompt_key) for n, row in rows]
-        encoded = encode_pairs(tokenizer, pairs, cfg.template, cfg.system_prompt, None, cfg.data)
-        chosen, rejected = pair_scores(model, encoded, tokenizer.pad_token_id, cfg.batch_size)
-        out = [{"row": p.row, "chosen_score": c, "rejected_score": r, "correct": c > r}
-               for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist(), strict=True)]  # fmt: skip
-        accuracy = pairwise_accuracy(chosen, rejected).item()
     else:
         prompts = read_prompts(cfg.data, cfg.prompt_key)
         missing = next((p for p in prompts if not isinstance(p.fields.get(cfg.response_key), str)), None)
         if missing is not None:
             raise DataError(cfg.data, missing.row, "is missing", cfg.response_key,
                             "rows need chosen/rejected, or a prompt and --response_key naming the reply")  # fmt: skip
+    check_reward_adapter(cfg.adapter, "--adapter")
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    model = load_reward_model(cfg, tokenizer.pad_token_id)
+    out_path = Path(cfg.output_file or Path(cfg.data).with_name(Path(cfg.data).stem + "_scores.jsonl"))
+    if pairs is not None:
+        encoded = encode_pairs(tokenizer, pairs, cfg.template, cfg.system_prompt, None, cfg.data)
+        chosen, rejected = pair_scores(model, encoded, tokenizer.pad_token_id, cfg.batch_size)
+        out = [{"row": p.row, "chosen_score": c, "rejected_score": r, "correct": c > r}
+               for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist(), strict=True)]  # fmt: skip
+        accuracy = pairwise_accuracy(chosen, rejected).item()
+    else:
         seqs = [encode_reply(tokenizer, render_prompt(tokenizer, p.prompt, cfg.template, cfg.system_prompt),
                              p.fields[cfg.response_key]) for p in prompts]  # fmt: skip
         scores = score_sequences(model, seqs, tokenizer.pad_token_id, cfg.batch_size)

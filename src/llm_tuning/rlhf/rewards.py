@@ -76,9 +76,18 @@ def _import_module(module: str, spec: str) -> Any:
         if not path.is_file():
             raise ConfigError(f"--reward {spec}: file {path} does not exist")
         loader_spec = importlib.util.spec_from_file_location(f"llm_tuning_reward_{path.stem}", path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ConfigError(f"--reward {spec}: {path} is not a Python file; give file.py:function")
         loaded = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
         sys.modules[loader_spec.name] = loaded  # type: ignore[union-attr]
-        loader_spec.loader.exec_module(loaded)  # type: ignore[union-attr]
+        try:
+            loader_spec.loader.exec_module(loaded)  # type: ignore[union-attr]
+        except Exception as err:  # the user's file: report where it failed, not our traceback
+            del sys.modules[loader_spec.name]  # type: ignore[union-attr]
+            line = f", line {err.lineno}" if isinstance(err, SyntaxError) else ""
+            raise ConfigError(
+                f"--reward {spec}: running {path}{line} raised {type(err).__name__}: {err}"
+            ) from None
         return loaded
     try:
         return importlib.import_module(module)

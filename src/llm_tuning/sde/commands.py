@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import ConfigError, option
+from llm_tuning.config import ConfigError, check_output_path, check_positive, option
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
 from llm_tuning.sde.data import read_task_rows
 from llm_tuning.sde.designs import design_spec, parse_design, render_sample
@@ -41,6 +41,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("sde render needs --input FILE and --output FILE")
+        check_output_path("output", self.output)
         parse_design(self.design)
 
 
@@ -78,6 +79,8 @@ class ScoreConfig:
         if not self.predictions:
             raise ConfigError("sde score needs --predictions FILE")
         parse_design(self.design)
+        check_positive("show_failed", self.show_failed, allow_zero=True)
+        check_output_path("output", self.output)
 
 
 @dataclass
@@ -125,7 +128,12 @@ def read_predictions(path: str) -> list[dict[str, Any]]:
             if key not in row:
                 raise DataError(path, number, "is missing", key, f"this row has fields {sorted(row)}; "
                                 "rows need 'target' and 'prediction' as `llm-tuning predict` writes them")  # fmt: skip
+            if not isinstance(row[key], str):
+                raise DataError(path, number, f"must be text, got {type(row[key]).__name__}", key,
+                                "an empty answer is \"\"; fix or remove the row")  # fmt: skip
         rows.append(row)
+    if not rows:
+        raise DataError(path, None, "has no rows", hint="pass the JSONL that `llm-tuning predict` wrote")
     return rows
 
 

@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.sde.tasks import DataError, Task, normalize_labels
+from llm_tuning.data.read import DataError, read_text
+from llm_tuning.sde.tasks import Task, normalize_labels
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 BIO_SUFFIXES = (".bio", ".conll", ".txt", ".tsv")
@@ -29,27 +30,32 @@ BIO_SUFFIXES = (".bio", ".conll", ".txt", ".tsv")
 def read_task_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
     """Rows of a JSONL or BIO/CoNLL file (chosen by suffix), validated against `task`."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, "is a folder", hint="pass a JSONL or BIO/CoNLL file")
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(path, None, "no such file")
     suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return read_jsonl_rows(path, task)
-    if suffix in BIO_SUFFIXES:
-        return read_bio_rows(path, task)
+    if suffix in JSONL_SUFFIXES + BIO_SUFFIXES:
+        rows = read_jsonl_rows(path, task) if suffix in JSONL_SUFFIXES else read_bio_rows(path, task)
+        if not rows:
+            raise DataError(
+                path, None, "has no rows", hint="add rows {text, labels}, one JSON object per line"
+            )
+        return rows
     raise DataError(
-        f"{path}: unknown file type {suffix!r}; use one of {', '.join(JSONL_SUFFIXES + BIO_SUFFIXES)}"
+        path, None, f"unknown file type {suffix!r}; use one of {', '.join(JSONL_SUFFIXES + BIO_SUFFIXES)}"
     )
 
 
 def read_jsonl_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
     """Rows of a JSONL file (or a .json list), each checked with `check_row`."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON: {err}") from None
+            raise DataError(path, None, f"not valid JSON: {err}") from None
         return [check_row(task, item, f"{path}: row {i + 1}") for i, item in enumerate(items)]
     rows = []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -59,7 +65,7 @@ def read_jsonl_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(
-                f"{path}:{line_no}: not valid JSON ({err.msg}); expected one object per line"
+                f"{path}:{line_no}", None, f"not valid JSON ({err.msg}); expected one object per line"
             ) from None
         rows.append(check_row(task, item, f"{path}:{line_no}"))
     return rows
@@ -68,20 +74,20 @@ def read_jsonl_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
 def check_row(task: Task, row: Any, where: str = "row") -> dict[str, Any]:
     """A copy of `row` with full, normalised labels; DataError naming `where` and the field if it is bad."""
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected an object with 'text' and 'labels', got {type(row).__name__}")
+        raise DataError(where, None, f"expected an object with 'text' and 'labels', got {type(row).__name__}")
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{where}: field 'text' must be a non-empty string, got {text!r}")
+        raise DataError(where, None, f"field 'text' must be a non-empty string, got {text!r}")
     out = dict(row)
     out["labels"] = normalize_labels(task, row.get("labels"), where)
     evidence = row.get("evidence")
     if evidence is not None:
         if not isinstance(evidence, dict) or not all(isinstance(v, str) for v in evidence.values()):
-            raise DataError(f"{where}: field 'evidence' must map slot -> text, got {evidence!r}")
+            raise DataError(where, None, f"field 'evidence' must map slot -> text, got {evidence!r}")
         unknown = [k for k in evidence if k not in task.slots]
         if unknown:
             raise DataError(
-                f"{where}: field 'evidence' has slot {unknown[0]!r}; slots: {', '.join(task.slots)}"
+                where, None, f"field 'evidence' has slot {unknown[0]!r}; slots: {', '.join(task.slots)}"
             )
     return out
 
@@ -90,14 +96,14 @@ def read_bio_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
     """Rows of a BIO/CoNLL file: one sentence per row, labels {type: [span strings]}."""
     if task.kind != "extraction":
         raise DataError(
-            f"{path}: BIO files hold entity spans; task {task.name} is a {task.kind} task, use JSONL"
+            path, None, f"BIO files hold entity spans; task {task.name} is a {task.kind} task, use JSONL"
         )
     path = Path(path)
     rows: list[dict[str, Any]] = []
     tokens: list[str] = []
     tags: list[str] = []
     first_line = 1
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if parts and parts[0] == "-DOCSTART-":
             continue
@@ -107,7 +113,7 @@ def read_bio_rows(path: str | Path, task: Task) -> list[dict[str, Any]]:
             tokens, tags = [], []
             continue
         if len(parts) < 2:
-            raise DataError(f"{path}:{line_no}: expected 'token<TAB>tag', got {line!r}")
+            raise DataError(f"{path}:{line_no}", None, f"expected 'token<TAB>tag', got {line!r}")
         tag = parts[-1]
         _check_tag(task, tag, f"{path}:{line_no}")
         if not tokens:
@@ -124,10 +130,12 @@ def _check_tag(task: Task, tag: str, where: str) -> None:
         return
     prefix, _, kind = tag.partition("-")
     if prefix not in ("B", "I") or not kind:
-        raise DataError(f"{where}: tag {tag!r} is not valid; use O, B-TYPE or I-TYPE")
+        raise DataError(where, None, f"tag {tag!r} is not valid; use O, B-TYPE or I-TYPE")
     if kind not in task.slots:
         raise DataError(
-            f"{where}: tag {tag!r} names type {kind!r}, not a type of task {task.name}; types: {', '.join(task.slots)}"
+            where,
+            None,
+            f"tag {tag!r} names type {kind!r}, not a type of task {task.name}; types: {', '.join(task.slots)}",
         )
 
 

@@ -11,6 +11,8 @@ skips designs whose score.json exists.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import random
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_tuning.config import DEFAULT_MODEL, ConfigError, option
+from llm_tuning.config import DEFAULT_MODEL, ConfigError, check_output_path, check_positive, option
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
@@ -60,7 +62,19 @@ class GridConfig:
     def __post_init__(self) -> None:
         if not self.data:
             raise ConfigError("sde run needs --data FILE with labelled rows")
+        for name in ("train_size", "test_size", "max_steps", "batch_size", "learning_rate", "lora_rank",
+                     "max_seq_length", "max_new_tokens"):  # fmt: skip
+            check_positive(name, getattr(self, name))
+        check_output_path("output_dir", self.output_dir, folder=True)
         self.design_list()
+
+    def run_key(self, design: str) -> str:
+        """What a design's result depends on: a finished design is reused only when this is unchanged."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("designs", "output_dir")}
+        source = Path(self.data)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
+        text = json.dumps({**fields, "design": design, "data_sha256": digest}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def design_list(self) -> list[Design]:
         specs: list[str] = []
@@ -133,14 +147,17 @@ def run(cfg: GridConfig) -> GridResult:
     for design in cfg.design_list():
         name = design_spec(design)
         folder = out / name.replace(",", "+").replace("=", "-")
-        done = folder / "score.json"
-        if done.is_file():
-            logger.info("== %s: already done, skipping", name)
-            results.append(json.loads(done.read_text(encoding="utf-8")))
+        done, key = folder / "score.json", cfg.run_key(name)
+        previous = _read_score(done)
+        if previous is not None and previous.get("run_key") == key:
+            logger.info("== %s: already done with these settings, skipping", name)
+            results.append(previous)
             continue
+        if previous is not None:
+            logger.info("== %s: done before with other settings (or data); running it again", name)
         logger.info("== design %s", name)
         try:
-            score = run_design(cfg, task, design, train_rows, test_rows, folder)
+            score = {**run_design(cfg, task, design, train_rows, test_rows, folder), "run_key": key}
         except Exception as err:  # a crashing design is reported, the grid goes on
             logger.error("design %s failed: %s", name, err)
             results.append({"design": name, "error": f"{type(err).__name__}: {err}",
@@ -153,6 +170,15 @@ def run(cfg: GridConfig) -> GridResult:
         results.append(score)
     winner = write_report(results, out, task)
     return GridResult(out, results, winner)
+
+
+def _read_score(path: Path) -> dict | None:
+    """A finished design's score.json, or None when it is missing or unreadable (then the design runs again)."""
+    try:
+        score = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return score if isinstance(score, dict) else None
 
 
 def write_report(results: list[dict], out: Path, task: Task) -> str | None:

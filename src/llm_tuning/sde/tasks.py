@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from llm_tuning.config import ConfigError
+from llm_tuning.data.read import DataError  # the one the CLI reports; re-exported for sde callers
 
 KINDS = ("sentiment", "extraction")
 LANGUAGES = ("zh", "en")
@@ -33,10 +34,6 @@ LANGUAGES = ("zh", "en")
 KV_SEPS = (":", "：", ": ")
 PAIR_SEPS = (",", "，", ", ", ";", "；", "; ")
 SPAN_SEPS = (",", "，", ", ", "、")
-
-
-class DataError(ValueError):
-    """Bad input rows; the message names the file, the line and the field, and what would be valid."""
 
 
 _LANG_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -352,12 +349,14 @@ def normalize_labels(task: Task, labels: Any, where: str = "row") -> dict[str, A
         labels = {}
     if not isinstance(labels, dict):
         raise DataError(
-            f"{where}: field 'labels' must be a mapping of slot: value, got {type(labels).__name__}"
+            where, None, f"field 'labels' must be a mapping of slot: value, got {type(labels).__name__}"
         )
     unknown = [k for k in labels if k not in task.slots]
     if unknown:
         raise DataError(
-            f"{where}: field 'labels' has slot {unknown[0]!r}, not a slot of task {task.name}; slots: {', '.join(task.slots)}"
+            where,
+            None,
+            f"field 'labels' has slot {unknown[0]!r}, not a slot of task {task.name}; slots: {', '.join(task.slots)}",
         )
     if task.kind == "sentiment":
         return {
@@ -374,7 +373,7 @@ def _gold_label(task: Task, value: Any, where: str) -> str:
     word = text if text in task.label_words else task.synonyms.get(text) or task.word_of(text)
     if word is None:
         valid = ", ".join(task.label_words + task.numeric_labels)
-        raise DataError(f"{where}: {value!r} is not a label of task {task.name}; valid: {valid}")
+        raise DataError(where, None, f"{value!r} is not a label of task {task.name}; valid: {valid}")
     return word
 
 
@@ -383,8 +382,8 @@ def _gold_spans(value: Any, where: str) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-        raise DataError(f"{where}: expected a span string or a list of span strings, got {value!r}")
+        raise DataError(where, None, f"expected a span string or a list of span strings, got {value!r}")
     spans = [v.strip() for v in items]
     if any(not s for s in spans):
-        raise DataError(f"{where}: empty span in {value!r}")
+        raise DataError(where, None, f"empty span in {value!r}")
     return spans

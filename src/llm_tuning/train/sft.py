@@ -18,7 +18,9 @@ loss on the model before training (train/speed.py). `--load_in_4bit` trains QLoR
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +34,9 @@ from llm_tuning.config import (
     DataOptions,
     LoraOptions,
     ModelOptions,
+    check_choice,
+    check_positive,
+    check_training,
     option,
     save_config,
     validate_groups,
@@ -39,9 +44,11 @@ from llm_tuning.config import (
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import mark_trained_span
 from llm_tuning.data.packing import PackedCollator
+from llm_tuning.data.read import DataError
 from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
 from llm_tuning.data.tokenize import run as tokenize
-from llm_tuning.models.adapters import mixed_trainable_adapter, needs_mix, parse_adapter_spec
+from llm_tuning.models.adapter_check import record_base_model
+from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, needs_mix, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
@@ -118,10 +125,11 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
             raise ConfigError("give the training data: --tokenized_dataset FOLDER or --data FILE")
         if self.tokenized_dataset and self.data:
             raise ConfigError("give either --tokenized_dataset or --data, not both")
-        if not 0 <= self.eval_split < 1:
+        if not 0 <= self.eval_split < 1:  # (a NaN fails this too)
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
-        if self.fp16 and self.bf16:
-            raise ConfigError("choose one of --fp16 and --bf16")
+        check_training(self)
+        check_choice("mix_method", self.mix_method, MIX_METHODS)
+        check_positive("dataloader_num_workers", self.dataloader_num_workers, allow_zero=True)
         if self.torch_threads < 0:
             raise ConfigError(f"--torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
         if self.mmap_threshold_mb < 0:
@@ -188,9 +196,18 @@ def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     train = load_from_disk(str(folder))
     evaluation = load_from_disk(str(eval_folder)) if eval_folder else None
     if evaluation is None and cfg.eval_split > 0:
+        check_eval_split(len(train), cfg.eval_split, cfg.data or cfg.tokenized_dataset)
         parts = train.train_test_split(test_size=cfg.eval_split, seed=cfg.seed)
         train, evaluation = parts["train"], parts["test"]
     return train, evaluation
+
+
+def check_eval_split(rows: int, split: float, source: str) -> None:
+    """`datasets` holds out ceil(rows x split) rows: at least one must be left to train on."""
+    held_out = math.ceil(rows * split)
+    if rows - held_out < 1:
+        raise DataError(source, None, f"has {rows} row(s) after tokenizing: too few to hold out --eval_split "
+                        f"{split} and still train", hint="add rows, lower --eval_split or pass --eval_data FILE")  # fmt: skip
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bool = False) -> Any:
@@ -216,8 +233,16 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(set(cfg.extra_args) - known)
+    if unknown:
+        raise ConfigError(f"extra_args: {', '.join(map(repr, unknown))} are not transformers TrainingArguments "
+                          "fields; see `TrainingArguments` in the transformers docs for the valid names")  # fmt: skip
     kwargs.update(cfg.extra_args)
-    return TrainingArguments(**kwargs)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:  # its own checks (report_to, eval_steps, ...) name the argument
+        raise ConfigError(f"training arguments: {err}") from None
 
 
 def build_model(cfg: TrainConfig) -> Any:
@@ -256,6 +281,7 @@ def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
         try:
             tokenizer.save_pretrained(tmp)
             save_config(cfg, tmp)
+            record_base_model(tmp, cfg.model, trainer.model)
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of the arguments: not ours to ship
             for item in tmp.iterdir():
                 os.replace(item, out / item.name)
