@@ -48,6 +48,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
+from llm_tuning.train.sharding import use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
@@ -287,10 +288,12 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, 
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
     collator = PackedCollator() if levers.packing else PadCollator(tokenizer.pad_token_id)
     trainer_class = LeanLossTrainer if levers.lean_logits else Trainer
-    return trainer_class(
+    trainer = trainer_class(
         model=model, args=training_arguments(cfg, eval_set is not None, dtype, levers.packing),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=collator, callbacks=callbacks,
     )  # fmt: skip
+    use_fsdp_on_cpu(trainer)  # accelerate would silently run an FSDP launch on CPU processes as DDP
+    return trainer
 
 
 def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:

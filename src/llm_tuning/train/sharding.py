@@ -1,0 +1,54 @@
+"""Sharded launch paths that need a hand on machines without GPUs: FSDP2 on CPU processes.
+
+    accelerate launch --config_file configs/accelerate/fsdp_cpu.yaml -m llm_tuning.cli train --data train.jsonl
+
+accelerate (1.15) turns an FSDP launch on CPU processes into plain DDP without a word: its state takes the
+FSDP plugin only for GPU-like devices and leaves CPU processes as MULTI_CPU, so every rank keeps the whole
+model. torch's FSDP2 (`fully_shard`) itself runs on CPU with gloo, so `use_fsdp_on_cpu` switches the
+Trainer's accelerator to FSDP after it is built: the model is then sharded by accelerate's own FSDP2 code
+(`fsdp2_prepare_model`), saved through its full-state-dict gather, checkpointed by its FSDP checkpoint code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from llm_tuning.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def use_fsdp_on_cpu(trainer: Any) -> bool:
+    """Under an FSDP launch (ACCELERATE_USE_FSDP) on CPU processes, make the trainer shard with FSDP.
+
+    Returns whether it switched. A no-op on GPUs (accelerate handles FSDP there) and for one process.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if not _flag("ACCELERATE_USE_FSDP") or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables `accelerate launch` set
+    if plugin.activation_checkpointing and trainer.args.activation_checkpointing:
+        raise ConfigError(
+            "--gradient_checkpointing and the accelerate config's fsdp_activation_checkpointing are both on: "
+            "keep one"
+        )
+    # the checks accelerate's state would have made for a GPU: a plugin it takes only for the distributed
+    # type FSDP, on both shared states (the accelerator's and the processes')
+    state.fsdp_plugin = plugin
+    AcceleratorState._shared_state["distributed_type"] = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    logger.info(
+        "FSDP%d on %d CPU processes (gloo): the model is sharded by blocks, the adapter gathered on save",
+        plugin.fsdp_version, state.num_processes,
+    )  # fmt: skip
+    return True
