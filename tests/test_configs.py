@@ -82,7 +82,11 @@ def test_accelerate_config_loads(path):
     assert args.module and args.training_script == "llm_tuning.cli"
 
 
-@pytest.mark.parametrize("name, stage", [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3)])
+@pytest.mark.parametrize(
+    "name, stage",
+    [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3), ("deepspeed_zero2_cpu.yaml", 2),
+     ("deepspeed_zero3_cpu.yaml", 3)],
+)  # fmt: skip
 def test_deepspeed_configs_build_the_plugin(name, stage):
     from accelerate.utils import DeepSpeedPlugin
 

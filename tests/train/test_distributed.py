@@ -1,6 +1,6 @@
-"""`llm-tuning train` as 2 CPU processes (gloo), three ways: torchrun DDP, FSDP2 through `accelerate launch`
-with configs/accelerate/fsdp_cpu.yaml, and two "nodes" of one process each (torchrun --nnodes 2, c10d
-rendezvous on 127.0.0.1).
+"""`llm-tuning train` as 2 CPU processes (gloo), five ways: torchrun DDP; FSDP2 and DeepSpeed ZeRO-2 / ZeRO-3
+through `accelerate launch` with configs/accelerate/{fsdp,deepspeed_zero2,deepspeed_zero3}_cpu.yaml; and two
+"nodes" of one process each (torchrun --nnodes 2, c10d rendezvous on 127.0.0.1).
 
 Each run finishes; rank 0 tokenizes and the other rank reuses the cache; both ranks log the same losses;
 the adapter folder has the single-process layout and reloads with plain PEFT; and the losses and adapter
@@ -36,7 +36,8 @@ import llm_tuning.train.sft as sft
 from llm_tuning.train.sft import TrainConfig
 
 RTOL = 1e-4
-FSDP_CPU = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp_cpu.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+FSDP_CPU = CONFIGS / "fsdp_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,22 @@ def test_accelerate_fsdp2_on_cpu_shards_and_matches_one(tiny_model, data_file, o
     assert all(r["wrapper"][0].startswith("FSDP") for r in ranks)  # not DDP, as accelerate alone would run it
     (total, local0), (_, local1) = ranks[0]["numel"][0], ranks[1]["numel"][0]
     assert local0 + local1 == total and local0 < total  # each rank holds its shard of the LoRA weights
+    check_matches_one_process(ranks, out, one_process, tiny_model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_accelerate_deepspeed_on_cpu_matches_one(stage, tiny_model, data_file, one_process, tmp_path):
+    pytest.importorskip("deepspeed")
+    driver, records = write_driver(tmp_path)
+    out = tmp_path / f"zero{stage}"
+    config = CONFIGS / f"deepspeed_zero{stage}_cpu.yaml"
+    # the first DeepSpeed run on a machine compiles its shared-memory collectives (minutes; cached after)
+    run_ok([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "--main_process_port", str(free_port()), str(driver), str(records), "train",
+            *as_argv(flags(tiny_model, data_file, out, batch=2))], timeout=900)  # fmt: skip
+    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
+    assert (out / "checkpoint-3" / "global_step3").is_dir()  # DeepSpeed's engine wrote the checkpoint
     check_matches_one_process(ranks, out, one_process, tiny_model)
 
 

@@ -48,7 +48,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
-from llm_tuning.train.sharding import use_fsdp_on_cpu
+from llm_tuning.train.sharding import cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,8 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         include_num_input_tokens_seen="all" if packing else "non_padding", disable_tqdm=False,
         prediction_loss_only=True,  # no metrics: do not keep every evaluation logit in memory
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
-        use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
+        # without use_cpu, torchrun's CPU processes would each train alone on all the data
+        **cpu_process_flags(on_cpu(cfg)),
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
     kwargs.update(cfg.extra_args)

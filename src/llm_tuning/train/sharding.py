@@ -52,3 +52,14 @@ def use_fsdp_on_cpu(trainer: Any) -> bool:
         plugin.fsdp_version, state.num_processes,
     )  # fmt: skip
     return True
+
+
+def cpu_process_flags(cpu: bool) -> dict[str, Any]:
+    """TrainingArguments flags for CPU processes: `use_cpu`, except under a DeepSpeed launch.
+
+    With use_cpu accelerate skips DeepSpeed without a word (plain DDP); without it, accelerate hands the
+    processes to DeepSpeed, whose CPU accelerator runs its collectives over gloo when told so.
+    """
+    if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
+        return {"use_cpu": False, "ddp_backend": "gloo"}
+    return {"use_cpu": cpu}
