@@ -2,7 +2,8 @@
 
 DRIVER runs `llm_tuning.cli.main` as `torchrun -m llm_tuning.cli` would, recording per rank (rank{R}.jsonl
 in a records folder): every logged record, whether this rank tokenized, the levers `train` chose, and at
-the end a checksum of its LoRA weights (its own shard under FSDP) and their global and local sizes.
+the end a checksum of its LoRA weights (its own shard under FSDP) and their global and local sizes. With
+KILL_RANK_AT_STEP=R:S in its environment, rank R SIGKILLs itself as step S+1 begins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ DRIVER = textwrap.dedent("""
 
     rank = os.environ["RANK"]
     record = Path(sys.argv[1]) / f"rank{rank}.jsonl"
+    kill_rank, _, kill_step = os.environ.get("KILL_RANK_AT_STEP", "-1:-1").partition(":")
 
     def write(kind, value):
         with record.open("a") as f:
@@ -31,6 +33,10 @@ DRIVER = textwrap.dedent("""
     class RankLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             write("log", {"step": state.global_step, **(logs or {})})
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if rank == kill_rank and state.global_step == int(kill_step):
+                os.kill(os.getpid(), 9)  # SIGKILL: no handler, no cleanup, mid-run
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             params = [p for p in model.parameters() if p.requires_grad]
