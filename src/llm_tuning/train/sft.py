@@ -48,7 +48,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
-from llm_tuning.train.sharding import cpu_process_flags, use_fsdp_on_cpu
+from llm_tuning.train.sharding import check_launch, cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
@@ -303,6 +303,7 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
 
     if cfg.load_in_4bit:
         check_4bit(cfg.device)
+    check_launch(on_cpu(cfg))
     set_threads(cfg.torch_threads)
     if on_cpu(cfg):
         set_mmap_threshold(cfg.mmap_threshold_mb)

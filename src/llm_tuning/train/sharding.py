@@ -1,4 +1,4 @@
-"""Sharded launch paths that need a hand on machines without GPUs: FSDP2 on CPU processes.
+"""Sharded launch paths that need a hand on machines without GPUs: FSDP2 and DeepSpeed on CPU processes.
 
     accelerate launch --config_file configs/accelerate/fsdp_cpu.yaml -m llm_tuning.cli train --data train.jsonl
 
@@ -7,6 +7,9 @@ FSDP plugin only for GPU-like devices and leaves CPU processes as MULTI_CPU, so 
 model. torch's FSDP2 (`fully_shard`) itself runs on CPU with gloo, so `use_fsdp_on_cpu` switches the
 Trainer's accelerator to FSDP after it is built: the model is then sharded by accelerate's own FSDP2 code
 (`fsdp2_prepare_model`), saved through its full-state-dict gather, checkpointed by its FSDP checkpoint code.
+
+DeepSpeed (0.19) runs on CPU processes too (its CPU accelerator, collectives over gloo): `use_cpu` would
+make accelerate skip it, again without a word, so `cpu_process_flags` leaves it off under a DeepSpeed launch.
 """
 
 from __future__ import annotations
@@ -63,3 +66,18 @@ def cpu_process_flags(cpu: bool) -> dict[str, Any]:
     if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
         return {"use_cpu": False, "ddp_backend": "gloo"}
     return {"use_cpu": cpu}
+
+
+def check_launch(cpu: bool) -> None:
+    """Refuse, before any loading, a DeepSpeed launch on CPU processes whose config asks for bf16 / fp16.
+
+    DeepSpeed would otherwise stop after the model is loaded with a mismatch traceback (its config says
+    bf16, the Trainer's arguments fp32, as they are on CPU); bf16 matmuls crawl on CPUs without AMX anyway.
+    """
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if cpu and _flag("ACCELERATE_USE_DEEPSPEED") and precision != "no":
+        raise ConfigError(
+            f"the accelerate config asks DeepSpeed for mixed_precision {precision!r}, which these CPU processes "
+            "do not train in: launch with configs/accelerate/deepspeed_zero2_cpu.yaml / deepspeed_zero3_cpu.yaml "
+            "(mixed_precision: 'no') or set mixed_precision: 'no' in yours"
+        )
