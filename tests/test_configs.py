@@ -76,12 +76,17 @@ def test_accelerate_config_loads(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(path))  # rejects unknown top-level keys
-    assert config.mixed_precision == "bf16" and not config.use_cpu
+    on_cpu = path.stem.endswith("_cpu")  # CPU variants: fp32 (bf16 matmuls crawl on CPUs) on CPU processes
+    assert (config.mixed_precision, config.use_cpu) == (("no", True) if on_cpu else ("bf16", False))
     args, env = validated_launch(path)
     assert args.module and args.training_script == "llm_tuning.cli"
 
 
-@pytest.mark.parametrize("name, stage", [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3)])
+@pytest.mark.parametrize(
+    "name, stage",
+    [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3), ("deepspeed_zero2_cpu.yaml", 2),
+     ("deepspeed_zero3_cpu.yaml", 3)],
+)  # fmt: skip
 def test_deepspeed_configs_build_the_plugin(name, stage):
     from accelerate.utils import DeepSpeedPlugin
 
@@ -95,10 +100,11 @@ def test_deepspeed_configs_build_the_plugin(name, stage):
     )  # ZeRO-3 gathers the adapter on save
 
 
-def test_fsdp_config_builds_the_plugin():
+@pytest.mark.parametrize("name", ["fsdp.yaml", "fsdp_cpu.yaml"])
+def test_fsdp_config_builds_the_plugin(name):
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    _, env = validated_launch(CONFIGS / "accelerate" / "fsdp.yaml")
+    _, env = validated_launch(CONFIGS / "accelerate" / name)
     with mock.patch.dict(os.environ, env):
         plugin = FullyShardedDataParallelPlugin()
     assert plugin.fsdp_version == 2

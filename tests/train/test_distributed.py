@@ -1,9 +1,12 @@
-"""`llm-tuning train` under torchrun: 2 CPU processes (gloo DDP) on the tiny model.
+"""`llm-tuning train` as 2 CPU processes (gloo), five ways: torchrun DDP; FSDP2 and DeepSpeed ZeRO-2 / ZeRO-3
+through `accelerate launch` with configs/accelerate/{fsdp,deepspeed_zero2,deepspeed_zero3}_cpu.yaml; and two
+"nodes" of one process each (torchrun --nnodes 2, c10d rendezvous on 127.0.0.1).
 
-The run finishes; it tokenizes once (rank 0, the other rank reuses the cache); both ranks log the same
-losses and end with the same adapter weights; the adapter folder has the single-process layout; and the
-losses equal a 1-process run at the same global batch (2 x 2 rows against 1 x 4) within 1e-4 relative
-(the ranks sum their gradients in another order than one process does).
+Each run finishes; rank 0 tokenizes and the other rank reuses the cache; both ranks log the same losses;
+the adapter folder has the single-process layout and reloads with plain PEFT; and the losses and adapter
+weights equal a 1-process run at the same global batch (2 x 2 rows against 1 x 4) within 1e-4 relative
+(the ranks sum their gradients in another order than one process does). Padding-free packing, logits only
+at trained positions and the lean MLP stay on in every run.
 """
 
 from __future__ import annotations
@@ -12,76 +15,29 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from launch_helpers import (
+    adapter_names,
+    as_argv,
+    flags,
+    free_port,
+    losses,
+    read_records,
+    torchrun,
+    varied_rows,
+    write_driver,
+)
 from safetensors.torch import load_file
 
 import llm_tuning.train.sft as sft
 from llm_tuning.train.sft import TrainConfig
 
 RTOL = 1e-4
-
-# Runs `llm_tuning.cli.main` as `torchrun -m llm_tuning.cli` would, recording per rank: every logged
-# record, whether this rank tokenized, and a checksum of its LoRA weights at the end.
-DRIVER = textwrap.dedent("""
-    import json, os, sys
-    from pathlib import Path
-    from transformers import TrainerCallback
-    import llm_tuning.data.tokenize as tokenize
-    import llm_tuning.train.sft as sft
-    from llm_tuning import cli
-
-    rank = os.environ["RANK"]
-    record = Path(sys.argv[1]) / f"rank{rank}.jsonl"
-
-    def write(kind, value):
-        with record.open("a") as f:
-            f.write(json.dumps({"kind": kind, "value": value}) + "\\n")
-
-    class RankLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            write("log", {"step": state.global_step, **(logs or {})})
-
-        def on_train_end(self, args, state, control, model=None, **kwargs):
-            write("lora_sum", sum(float(p.double().abs().sum()) for p in model.parameters() if p.requires_grad))
-
-    encode_file = tokenize.encode_file
-    def counting_encode_file(*args, **kwargs):
-        write("tokenized", True)
-        return encode_file(*args, **kwargs)
-    tokenize.encode_file = counting_encode_file
-
-    run = sft.run
-    sft.run = lambda cfg: run(cfg, callbacks=[RankLog()])
-    sys.exit(cli.main(sys.argv[2:]))
-""")
-
-
-def varied_rows() -> list[dict]:
-    return [
-        {"q": "What is " + " + ".join(["3"] * n) + "?", "a": f"{3 * n}"} for n in (1, 7, 2, 11, 4, 5, 9, 3)
-    ]
-
-
-def flags(model: str, data: Path, out: Path, batch: int) -> dict:
-    return dict(model=model, data=str(data), prompt_key="q", target_key="a", output_dir=str(out), max_steps=3,
-                per_device_train_batch_size=batch, learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0,
-                lora_dropout=0.0, logging_steps=1, save_steps=1000, report_to="none", device="cpu")  # fmt: skip
-
-
-def as_argv(values: dict) -> list[str]:
-    return [f"--{k}={v}" for k, v in values.items()]
-
-
-def read_records(path: Path) -> dict[str, list]:
-    records: dict[str, list] = {"log": [], "tokenized": [], "lora_sum": []}
-    for line in path.read_text().splitlines():
-        item = json.loads(line)
-        records[item["kind"]].append(item["value"])
-    return records
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+FSDP_CPU = CONFIGS / "fsdp_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -91,39 +47,116 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_torchrun_two_processes_match_one(tiny_model, data_file, tmp_path):
-    records = tmp_path / "records"
-    records.mkdir()
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER, encoding="utf-8")
-    two = tmp_path / "two"
+@pytest.fixture(scope="module")
+def one_process(tiny_model, data_file, tmp_path_factory):
+    """(result, output folder) of the 1-process run at batch 4: the reference for every 2-process run."""
+    folder = tmp_path_factory.mktemp("one-process")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLM_TUNING_HOME", str(folder / "home"))
+        result = sft.run(TrainConfig(**flags(tiny_model, data_file, folder / "out", batch=4)))
+    return result, folder / "out"
+
+
+def run_ok(cmd: list[str], timeout: int = 300) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver),
-           str(records), "train", *as_argv(flags(tiny_model, data_file, two, batch=2))]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
-    assert [len(r["tokenized"]) for r in ranks] == [1, 0]  # rank 0 tokenized; rank 1 reused its cache
-    losses = [[rec["loss"] for rec in r["log"] if "loss" in rec] for r in ranks]
-    assert len(losses[0]) == 3 and losses[0] == losses[1]  # both ranks log the same (gathered) losses
-    assert ranks[0]["lora_sum"] == ranks[1]["lora_sum"]  # DDP kept the replicas identical
 
-    one = tmp_path / "one"
-    reference = sft.run(TrainConfig(**flags(tiny_model, data_file, one, batch=4)))
-    assert losses[0] == pytest.approx([r["loss"] for r in reference.log if "loss" in r], rel=RTOL)
-    names = lambda folder: sorted(p.name for p in folder.iterdir() if not p.name.startswith("checkpoint-"))  # noqa: E731
-    assert names(two) == names(one)
+def check_matches_one_process(ranks: list[dict], out: Path, one_process, tiny_model) -> None:
+    reference, one = one_process
+    assert [len(r["tokenized"]) for r in ranks] == [1, 0]  # rank 0 tokenized; rank 1 reused its cache
+    assert all(r["levers"] == [[True, True, True]] for r in ranks)  # packing, lean logits, lean MLP
+    assert len(losses(ranks[0])) == 3 and losses(ranks[0]) == losses(ranks[1])  # the same gathered losses
+    assert losses(ranks[0]) == pytest.approx([r["loss"] for r in reference.log if "loss" in r], rel=RTOL)
+    assert adapter_names(out) == adapter_names(one)
     a, b = (
-        load_file(str(two / "adapter_model.safetensors")),
+        load_file(str(out / "adapter_model.safetensors")),
         load_file(str(one / "adapter_model.safetensors")),
     )
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=RTOL, atol=1e-6), key
-    log = json.loads((two / "training_log.json").read_text())
+    log = json.loads((out / "training_log.json").read_text())
     assert log["summary"]["steps"] == 3
     assert log["summary"]["input_tokens"] == reference.trained_tokens  # counted over both ranks
+    check_plain_peft_reload(tiny_model, out, a)
+
+
+def check_plain_peft_reload(base: str, adapter: Path, weights: dict) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(weights)
+    for key, value in weights.items():
+        assert torch.equal(loaded[key.replace(".weight", ".default.weight")], value), key
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_match_one(tiny_model, data_file, one_process, tmp_path):
+    driver, records = write_driver(tmp_path)
+    out = tmp_path / "two"
+    run_ok(torchrun("--standalone", "--nproc_per_node", "2", str(driver), str(records), "train",
+                    *as_argv(flags(tiny_model, data_file, out, batch=2))))  # fmt: skip
+    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
+    assert ranks[0]["lora_sum"] == ranks[1]["lora_sum"]  # DDP kept the replicas identical
+    check_matches_one_process(ranks, out, one_process, tiny_model)
+
+
+@pytest.mark.slow
+def test_accelerate_fsdp2_on_cpu_shards_and_matches_one(tiny_model, data_file, one_process, tmp_path):
+    driver, records = write_driver(tmp_path)
+    out = tmp_path / "fsdp"
+    run_ok([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CPU),
+            "--main_process_port", str(free_port()), str(driver), str(records), "train",
+            *as_argv(flags(tiny_model, data_file, out, batch=2))])  # fmt: skip
+    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
+    assert all(r["wrapper"][0].startswith("FSDP") for r in ranks)  # not DDP, as accelerate alone would run it
+    (total, local0), (_, local1) = ranks[0]["numel"][0], ranks[1]["numel"][0]
+    assert local0 + local1 == total and local0 < total  # each rank holds its shard of the LoRA weights
+    check_matches_one_process(ranks, out, one_process, tiny_model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_accelerate_deepspeed_on_cpu_matches_one(stage, tiny_model, data_file, one_process, tmp_path):
+    pytest.importorskip("deepspeed")
+    driver, records = write_driver(tmp_path)
+    out = tmp_path / f"zero{stage}"
+    config = CONFIGS / f"deepspeed_zero{stage}_cpu.yaml"
+    # the first DeepSpeed run on a machine compiles its shared-memory collectives (minutes; cached after)
+    run_ok([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "--main_process_port", str(free_port()), str(driver), str(records), "train",
+            *as_argv(flags(tiny_model, data_file, out, batch=2))], timeout=900)  # fmt: skip
+    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
+    assert (out / "checkpoint-3" / "global_step3").is_dir()  # DeepSpeed's engine wrote the checkpoint
+    check_matches_one_process(ranks, out, one_process, tiny_model)
+
+
+@pytest.mark.slow
+def test_two_nodes_c10d_rendezvous_match_one(tiny_model, data_file, one_process, tmp_path):
+    driver, records = write_driver(tmp_path)
+    out = tmp_path / "nodes"
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    logs = [
+        tmp_path / f"node{rank}.log" for rank in (0, 1)
+    ]  # files, not pipes: a full pipe would stall a node
+    nodes = [
+        subprocess.Popen(torchrun("--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+                                  "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "test",
+                                  str(driver), str(records), "train",
+                                  *as_argv(flags(tiny_model, data_file, out, batch=2))),
+                         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+        for rank, log in enumerate(logs)
+    ]  # fmt: skip
+    for node, log in zip(nodes, logs, strict=True):
+        assert node.wait(timeout=300) == 0, log.read_text()[-4000:]
+    ranks = [read_records(records / f"rank{r}.jsonl") for r in (0, 1)]
+    assert ranks[0]["lora_sum"] == ranks[1]["lora_sum"]
+    check_matches_one_process(ranks, out, one_process, tiny_model)
 
 
 def test_python_dash_m_cli_runs():

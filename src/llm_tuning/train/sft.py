@@ -55,6 +55,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
+from llm_tuning.train.sharding import check_launch, cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,8 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         include_num_input_tokens_seen="all" if packing else "non_padding", disable_tqdm=False,
         prediction_loss_only=True,  # no metrics: do not keep every evaluation logit in memory
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
-        use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
+        # without use_cpu, torchrun's CPU processes would each train alone on all the data
+        **cpu_process_flags(on_cpu(cfg)),
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -313,10 +315,12 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, 
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
     collator = PackedCollator() if levers.packing else PadCollator(tokenizer.pad_token_id)
     trainer_class = LeanLossTrainer if levers.lean_logits else Trainer
-    return trainer_class(
+    trainer = trainer_class(
         model=model, args=training_arguments(cfg, eval_set is not None, dtype, levers.packing),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=collator, callbacks=callbacks,
     )  # fmt: skip
+    use_fsdp_on_cpu(trainer)  # accelerate would silently run an FSDP launch on CPU processes as DDP
+    return trainer
 
 
 def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
@@ -325,6 +329,7 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
 
     if cfg.load_in_4bit:
         check_4bit(cfg.device)
+    check_launch(on_cpu(cfg))
     set_threads(cfg.torch_threads)
     if on_cpu(cfg):
         set_mmap_threshold(cfg.mmap_threshold_mb)
