@@ -3,6 +3,8 @@ computes what the merged model computes; tokenizer, Modelfile and GGUF LoRA chec
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tiny_models
@@ -265,6 +267,27 @@ def test_an_interrupted_export_leaves_the_old_file_and_no_partial_one(tiny_model
         == 0
     )
     assert out.read_bytes()[:4] == b"GGUF"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not the temp file's 0600
+
+
+def test_cli_exports_a_weighted_mix(tiny_model, tmp_path, capsys):
+    math = tiny_models.random_adapter(tiny_model, tmp_path / "math", 4, ("q_proj", "v_proj"), seed=1)
+    style = tiny_models.random_adapter(tiny_model, tmp_path / "style", 2, ("k_proj", "o_proj"), seed=2)
+    flags = [f"math={math}:0.7", f"style={style}:0.3"]
+    out = tmp_path / "mix.gguf"
+    argv = ["export", "--model", tiny_model, "--adapter", flags[0], "--adapter", flags[1], "--method", "cat"]
+    assert main([*argv, "--output", str(out), "--outtype", "f32"]) == 0
+    assert "math x 0.7, style x 0.3" in capsys.readouterr().out
+    model, _ = reload(out)
+    from transformers import AutoModelForCausalLM
+
+    mixed = apply_adapters(
+        AutoModelForCausalLM.from_pretrained(tiny_model), [parse_adapter_spec(f) for f in flags], "cat"
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(INPUT).logits, mixed.eval()(INPUT).logits, atol=1e-4, rtol=1e-4)
 
 
 LLAMA2 = (

@@ -264,6 +264,9 @@ def write_atomically(path: str | Path, fill: Any) -> Path:
     os.close(handle)
     try:
         fill(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
