@@ -320,3 +320,24 @@ def test_modelfile_template_translation(tiny_model, template, style):
     if style == "none":
         assert "# No TEMPLATE" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "SYSTEM" not in text  # none of these templates adds a default system prompt
+
+
+def test_a_tokenizer_that_adds_bos_says_so_in_the_file(tmp_path):
+    """llama.cpp's default for adding BOS depends on the pre-tokenizer (on for Llama 3): the flag is always written."""
+    from gguf import GGUFReader
+    from tokenizers import processors
+
+    tokenizer = tiny_models.build_tokenizer(tmp_path / "base")
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", 1)]
+    )
+    tokenizer.save_pretrained(tmp_path / "base")
+    tiny_models.build_model(tmp_path / "base", "llama", vocab_size=len(tokenizer))
+    adapter = tiny_models.random_adapter(str(tmp_path / "base"), tmp_path / "ad", 2, ("q_proj",), seed=1)
+    out = tmp_path / "out" / "m.gguf"
+    run(ExportConfig(model=str(tmp_path / "base"), adapter=[adapter], output=str(out)))
+    fields = GGUFReader(out).fields
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is True
+    assert fields["tokenizer.ggml.add_eos_token"].contents() is False
+    _, loaded = reload(out)
+    assert loaded("hello").input_ids == tokenizer("hello").input_ids and loaded("hello").input_ids[0] == 1

@@ -253,6 +253,11 @@ def add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     with tempfile.TemporaryDirectory(prefix="llm-tuning-tokenizer.") as folder:
         tokenizer.save_pretrained(folder)  # SpecialVocab reads merges, ids and template from the files
         special = SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    # llama.cpp's default for adding BOS depends on the pre-tokenizer: state what the tokenizer does.
+    plain, full = tokenizer("a", add_special_tokens=False).input_ids, tokenizer("a").input_ids
+    extra = len(full) > len(plain)
+    special.add_special_token["bos"] = extra and full[0] == tokenizer.bos_token_id
+    special.add_special_token["eos"] = extra and full[-1] == tokenizer.eos_token_id
     special.add_to_gguf(writer, quiet=True)
 
 
