@@ -332,12 +332,16 @@ def test_a_tokenizer_that_adds_bos_says_so_in_the_file(tmp_path):
         single="<|im_start|> $A", special_tokens=[("<|im_start|>", 1)]
     )
     tokenizer.save_pretrained(tmp_path / "base")
-    tiny_models.build_model(tmp_path / "base", "llama", vocab_size=len(tokenizer))
+    # 8 embedding rows more than tokens, as Qwen2 pads its vocabulary: llama.cpp needs a token per row
+    tiny_models.build_model(tmp_path / "base", "llama", vocab_size=len(tokenizer) + 8)
     adapter = tiny_models.random_adapter(str(tmp_path / "base"), tmp_path / "ad", 2, ("q_proj",), seed=1)
     out = tmp_path / "out" / "m.gguf"
     run(ExportConfig(model=str(tmp_path / "base"), adapter=[adapter], output=str(out)))
     fields = GGUFReader(out).fields
     assert fields["tokenizer.ggml.add_bos_token"].contents() is True
     assert fields["tokenizer.ggml.add_eos_token"].contents() is False
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == len(tokenizer) + 8 and tokens[-1] == f"[PAD{len(tokenizer) + 7}]"
+    assert fields["tokenizer.ggml.token_type"].contents()[-1] == 5  # UNUSED
     _, loaded = reload(out)
     assert loaded("hello").input_ids == tokenizer("hello").input_ids and loaded("hello").input_ids[0] == 1
