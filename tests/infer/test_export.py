@@ -183,11 +183,9 @@ def test_gguf_lora_holds_the_adapters_update_in_llama_cpps_layout(tiny, outtype,
         np.testing.assert_allclose(update, delta, atol=2e-2 if outtype == "q8_0" else 1e-5, rtol=0.1)
 
 
-def test_gguf_lora_folds_per_module_scaling_into_b(tiny, tmp_path):
+def test_gguf_lora_folds_per_module_scaling_into_b(tiny_model, tmp_path):
     """rsLoRA with a rank pattern gives each module its own alpha / sqrt(r): one file alpha must still fit."""
-    arch, base, _ = tiny
-    if arch != "llama":
-        pytest.skip("one architecture is enough for the scaling arithmetic")
+    base = tiny_model
     adapter = tiny_models.random_adapter(base, tmp_path / "rs", 4, ("q_proj", "k_proj"), seed=5,
                                          use_rslora=True, rank_pattern={"k_proj": 2})  # fmt: skip
     out = tmp_path / "out" / "lora.gguf"
