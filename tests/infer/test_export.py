@@ -12,6 +12,7 @@ import torch
 from conftest import CHATML_WITH_SYSTEM
 
 from llm_tuning.cli import main
+from llm_tuning.config import ConfigError
 from llm_tuning.infer.export import ExportConfig, run
 from llm_tuning.models import gguf_export
 from llm_tuning.models.adapters import apply_adapters, parse_adapter_spec
@@ -343,3 +344,23 @@ def test_a_tokenizer_that_adds_bos_says_so_in_the_file(tmp_path):
     assert fields["tokenizer.ggml.token_type"].contents()[-1] == 5  # UNUSED
     _, loaded = reload(out)
     assert loaded("hello").input_ids == tokenizer("hello").input_ids and loaded("hello").input_ids[0] == 1
+
+
+def test_what_llama_cpp_would_compute_differently_is_refused_or_warned(caplog):
+    from transformers import AutoConfig
+
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 64}  # fmt: skip
+    with pytest.raises(ConfigError, match="'llama3' rope scaling"):
+        gguf_export.check_exportable(AutoConfig.for_model("llama", rope_scaling=llama3))
+    with pytest.raises(ConfigError, match="'gpt2'.*supported: llama, mistral, qwen2"):
+        gguf_export.check_exportable(AutoConfig.for_model("gpt2"))
+    gguf_export.check_exportable(
+        AutoConfig.for_model("mistral", sliding_window=64, max_position_embeddings=256)
+    )
+    assert "ignores the 64-token sliding window" in caplog.text
+    caplog.clear()
+    gguf_export.check_exportable(
+        AutoConfig.for_model("qwen2", sliding_window=64, max_position_embeddings=256)
+    )
+    assert "sliding window" not in caplog.text  # Qwen2 has use_sliding_window off

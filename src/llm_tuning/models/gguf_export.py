@@ -90,7 +90,7 @@ def _head_dim(config: Any) -> int:
 
 
 def _rope(config: Any) -> tuple[float, str, float | None]:
-    """(rope theta, rope type, scaling factor) from a transformers 4 or 5 config."""
+    """(rope theta, rope type, scaling factor) from a transformers 4 or 5 config (5 keeps them in rope_parameters)."""
     params = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
     theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type")) or "default"
@@ -101,13 +101,13 @@ def check_exportable(config: Any) -> GgufArch:
     """Refuse what would load in llama.cpp but compute something else than the merged model."""
     arch = gguf_arch(config)
     _, kind, _ = _rope(config)
-    if kind not in ("default", "linear"):
+    if kind != "default":  # transformers' GGUF reader drops rope scaling, so the export could not be checked
         raise ConfigError(
-            f"GGUF export supports default and linear rope scaling; this model uses {kind!r} "
+            f"GGUF export writes models without rope scaling; this one uses {kind!r} rope scaling "
             "(llama.cpp's convert_hf_to_gguf.py on a `llm-tuning merge` folder handles it)"
         )
-    window = getattr(config, "sliding_window", None)
-    if arch.name == "llama" and window and window < config.max_position_embeddings:
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    if window and window < config.max_position_embeddings:
         logger.warning("llama.cpp ignores the %d-token sliding window of this %s model: contexts longer "
                        "than it give different outputs there", window, config.model_type)  # fmt: skip
     return arch
@@ -163,9 +163,7 @@ def model_tensors(model: Any, arch: GgufArch) -> Iterator[tuple[str, np.ndarray]
 
 def add_hparams(writer: Any, config: Any, file_type: Any, name: str) -> None:
     """The hyper-parameters llama.cpp reads (and transformers' GGUF reader maps back to a config)."""
-    from gguf import RopeScalingType
-
-    theta, kind, factor = _rope(config)
+    theta, _, _ = _rope(config)
     writer.add_type("model")
     writer.add_name(name)
     writer.add_file_type(int(file_type))
@@ -182,16 +180,15 @@ def add_hparams(writer: Any, config: Any, file_type: Any, name: str) -> None:
     if _head_dim(config) != config.hidden_size // config.num_attention_heads:
         writer.add_key_length(_head_dim(config))
         writer.add_value_length(_head_dim(config))
-    if kind == "linear":
-        writer.add_rope_scaling_type(RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(float(factor))
     writer.add_quantization_version(2)
 
 
 def _pre_tokenizer_name(tokenizer_json: dict) -> str:
     """llama.cpp's `tokenizer.ggml.pre` for the tokenizer's split rule (it selects llama.cpp's regex)."""
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
+    try:  # the split rules transformers' GGUF reader applies for each name: the round trip then matches
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+    except ImportError:  # another transformers version: known layouts below still work
+        GGUF_PRE_TOKENIZER_SPLITS = {}
     pre = tokenizer_json.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [step.get("type") for step in steps]
