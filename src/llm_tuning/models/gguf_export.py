@@ -280,29 +280,43 @@ def _write(
     writer: Any, tensors: Iterator[tuple[str, np.ndarray]], outtype: str, path: Path
 ) -> dict[str, int]:
     """Quantize and write the tensors; returns how many tensors got each GGML type."""
+    counts: Counter = Counter()
+    try:
+        _add_tensors(writer, tensors, outtype, counts)
+        writer.write_header_to_file(path)
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return dict(counts)
+
+
+def new_writer(arch: GgufArch) -> Any:
+    """A GGUFWriter without the library's INFO lines (endianness, a plan naming our temporary file)."""
+    from gguf import GGUFWriter
+
+    logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)
+    return GGUFWriter(None, arch.name)
+
+
+def _add_tensors(
+    writer: Any, tensors: Iterator[tuple[str, np.ndarray]], outtype: str, counts: Counter
+) -> None:
     from gguf import quants
 
-    counts: Counter = Counter()
     for name, array in tensors:
         kind = tensor_type(name, array, outtype)
         writer.add_tensor(name, quants.quantize(np.ascontiguousarray(array), kind), raw_dtype=kind)
         counts[kind.name] += 1
-    writer.write_header_to_file(path)
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dict(counts)
 
 
 def write_model_gguf(
     model: Any, tokenizer: Any, path: str | Path, outtype: str = "f16", name: str = ""
 ) -> dict:
     """Write `model` (no adapters left on it) with its tokenizer as one GGUF file; returns tensor type counts."""
-    from gguf import GGUFWriter
-
     arch = check_exportable(model.config)
     file_type, _ = _outtype(outtype)
-    writer = GGUFWriter(None, arch.name)
+    writer = new_writer(arch)
     add_hparams(writer, model.config, file_type, name or Path(path).stem)
     add_tokenizer(writer, tokenizer, model.config.vocab_size)
     counts: dict = {}
@@ -357,7 +371,7 @@ def write_lora_gguf(
     peft_model: Any, adapter: str, path: str | Path, outtype: str = "f16", name: str = ""
 ) -> dict:
     """Write adapter `adapter` of a PeftModel as a llama.cpp LoRA GGUF (`llama-cli -m base.gguf --lora FILE`)."""
-    from gguf import GGUFWriter, Keys
+    from gguf import Keys
 
     peft_config = peft_model.peft_config[adapter]
     if getattr(peft_config, "use_dora", False):
@@ -367,7 +381,7 @@ def write_lora_gguf(
     arch = check_exportable(peft_model.get_base_model().config)
     file_type, _ = _outtype(outtype)
     alpha, tensors = lora_tensors(peft_model, adapter, arch)
-    writer = GGUFWriter(None, arch.name)
+    writer = new_writer(arch)
     writer.add_type("adapter")
     writer.add_name(name or Path(path).stem)
     writer.add_file_type(int(file_type))
