@@ -146,7 +146,7 @@ def weight_deltas(base: str, flags: list[str]) -> dict[str, np.ndarray]:
     merged = apply_adapters(
         AutoModelForCausalLM.from_pretrained(base), [parse_adapter_spec(f) for f in flags]
     )
-    names = gguf_export._name_map(
+    names = gguf_export.tensor_name_map(
         gguf_export.ARCHS[merged.config.model_type], merged.config.num_hidden_layers
     )
     deltas = {}
@@ -364,3 +364,13 @@ def test_what_llama_cpp_would_compute_differently_is_refused_or_warned(caplog):
         AutoConfig.for_model("qwen2", sliding_window=64, max_position_embeddings=256)
     )
     assert "sliding window" not in caplog.text  # Qwen2 has use_sliding_window off
+
+
+def test_a_sentencepiece_style_tokenizer_is_refused_with_the_way_out():
+    from tokenizers import Tokenizer, models, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spm = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    spm.train_from_iterator(tiny_models.CORPUS, trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>"]))
+    with pytest.raises(ConfigError, match="BPE with byte fallback.*convert_hf_to_gguf.py"):
+        gguf_export.check_tokenizer(PreTrainedTokenizerFast(tokenizer_object=spm))

@@ -24,11 +24,12 @@ from llm_tuning.models.adapters import MIX, apply_adapters, needs_mix, parse_ada
 from llm_tuning.models.gguf_export import (
     OUTTYPES,
     check_exportable,
+    check_tokenizer,
     write_atomically,
-    write_lora_gguf,
     write_model_gguf,
 )
-from llm_tuning.models.load import load_model
+from llm_tuning.models.gguf_lora import write_lora_gguf
+from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.resolve import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -94,10 +95,12 @@ class ExportResult:
 def run(cfg: ExportConfig) -> ExportResult:
     from transformers import AutoConfig
 
-    # Refuse an unsupported architecture before loading and merging anything.
+    # Refuse an unsupported architecture or tokenizer before loading and merging anything.
     check_exportable(
         AutoConfig.from_pretrained(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
     )
+    if cfg.format != "gguf-lora":
+        check_tokenizer(load_tokenizer(cfg.model, cfg.trust_remote_code))
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.adapter)]
     output = Path(cfg.output)
     name = f"{Path(cfg.model).name}-{'+'.join(s.name for s in specs)}"

@@ -1,4 +1,4 @@
-"""Write a causal LM (merged fine-tune) or one LoRA adapter as a GGUF file for llama.cpp, Ollama, LM Studio.
+"""Write a causal LM (a merged fine-tune) as one GGUF file for llama.cpp, Ollama and LM Studio.
 
     llm-tuning export --adapter weights/math --format gguf --outtype q8_0 --output math.gguf
 
@@ -12,8 +12,9 @@ hyper-parameters and tokenizer follow llama.cpp's own converter (convert_hf_to_g
 - 1-D tensors and norms stay F32; a tied LM head is left out (llama.cpp reuses token_embd);
 - q8_0 falls back to F16 for a tensor whose rows are not a multiple of 32.
 
-Every file is written next to its destination under a hidden temporary name and renamed when complete,
-so an interrupted export never leaves a half-written .gguf behind.
+gguf_lora.py writes an adapter alone with the same names and layout. Every file is written next to its
+destination under a hidden temporary name and renamed when complete, so an interrupted export never
+leaves a half-written .gguf behind.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def gguf_arch(config: Any) -> GgufArch:
     return ARCHS[model_type]
 
 
-def _outtype(outtype: str) -> tuple[Any, Any]:
+def outtype_types(outtype: str) -> tuple[Any, Any]:
     """(llama file type, default tensor type) for --outtype."""
     from gguf import GGMLQuantizationType as Q
     from gguf import LlamaFileType as F
@@ -118,7 +119,7 @@ def tensor_type(gguf_name: str, array: np.ndarray, outtype: str) -> Any:
     from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as Q
 
-    _, default = _outtype(outtype)
+    _, default = outtype_types(outtype)
     matrix = gguf_name.endswith((".weight", ".lora_a", ".lora_b"))
     if array.ndim <= 1 or gguf_name.endswith("_norm.weight") or not matrix:
         return Q.F32
@@ -127,7 +128,7 @@ def tensor_type(gguf_name: str, array: np.ndarray, outtype: str) -> Any:
     return default
 
 
-def _name_map(arch: GgufArch, n_layers: int) -> Any:
+def tensor_name_map(arch: GgufArch, n_layers: int) -> Any:
     from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
 
     enum = next(key for key, value in MODEL_ARCH_NAMES.items() if value == arch.name)
@@ -146,7 +147,7 @@ def gguf_tensor_name(name_map: Any, hf_name: str) -> str:
 def model_tensors(model: Any, arch: GgufArch) -> Iterator[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array) for every weight, q/k permuted where llama.cpp wants it."""
     config = model.config
-    name_map = _name_map(arch, config.num_hidden_layers)
+    name_map = tensor_name_map(arch, config.num_hidden_layers)
     out, emb = model.get_output_embeddings(), model.get_input_embeddings()
     tied = out is not None and out.weight.data_ptr() == emb.weight.data_ptr()
     for hf_name, tensor in model.state_dict().items():
@@ -231,17 +232,28 @@ def vocab_tokens(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[int]]
     return tokens, [int(t) for t in types]
 
 
+def check_tokenizer(tokenizer: Any) -> dict:
+    """The tokenizer's tokenizer.json as a dict, if it is byte-level BPE, the kind this writer handles.
+
+    SentencePiece-style BPE (Llama 2, Mistral 7B v0.1-v0.3) needs the scores only tokenizer.model holds.
+    """
+    data = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else {}
+    model = data.get("model", {})
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        kind = f"{model.get('type', 'a slow tokenizer')}{' with byte fallback' if model.get('byte_fallback') else ''}"
+        raise ConfigError(
+            f"GGUF export writes byte-level BPE tokenizers (SmolLM2, Qwen2, Llama 3); this one is {kind} "
+            "(SentencePiece style): write a folder with `llm-tuning merge` and convert it with llama.cpp's "
+            "convert_hf_to_gguf.py, which reads tokenizer.model"
+        )
+    return data
+
+
 def add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     """Byte-level BPE vocabulary, merges, special ids, add-BOS flag and chat template (gguf.SpecialVocab)."""
     from gguf import SpecialVocab
 
-    data = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = data.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise ConfigError(
-            f"GGUF export writes byte-level BPE tokenizers (SmolLM2, Qwen2, Llama 3); this one is "
-            f"{model.get('type')}{' with byte fallback (SentencePiece style)' if model.get('byte_fallback') else ''}"
-        )
+    data = check_tokenizer(tokenizer)
     tokens, types = vocab_tokens(tokenizer, vocab_size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer_name(data))
@@ -276,7 +288,7 @@ def write_atomically(path: str | Path, fill: Any) -> Path:
     return path
 
 
-def _write(
+def write_tensors(
     writer: Any, tensors: Iterator[tuple[str, np.ndarray]], outtype: str, path: Path
 ) -> dict[str, int]:
     """Quantize and write the tensors; returns how many tensors got each GGML type."""
@@ -315,82 +327,13 @@ def write_model_gguf(
 ) -> dict:
     """Write `model` (no adapters left on it) with its tokenizer as one GGUF file; returns tensor type counts."""
     arch = check_exportable(model.config)
-    file_type, _ = _outtype(outtype)
+    file_type, _ = outtype_types(outtype)
     writer = new_writer(arch)
     add_hparams(writer, model.config, file_type, name or Path(path).stem)
     add_tokenizer(writer, tokenizer, model.config.vocab_size)
     counts: dict = {}
     write_atomically(
-        path, lambda tmp: counts.update(_write(writer, model_tensors(model, arch), outtype, tmp))
+        path, lambda tmp: counts.update(write_tensors(writer, model_tensors(model, arch), outtype, tmp))
     )
     logger.info("wrote %s (%s: %s)", path, arch.name, counts)
-    return counts
-
-
-def lora_tensors(peft_model: Any, adapter: str, arch: GgufArch) -> tuple[float, list[tuple[str, np.ndarray]]]:
-    """(alpha, [(blk.N.attn_q.weight.lora_a, A (r, in)), (... .lora_b, B (out, r)), ...]) for llama.cpp.
-
-    llama.cpp scales every pair by alpha / r (r read from the tensor). PEFT's own per-module scaling can
-    differ from that (rsLoRA, rank or alpha patterns, a mix): that module's B absorbs the difference, so
-    the file computes exactly what PEFT does under one alpha.
-    """
-    base = peft_model.get_base_model()
-    config = base.config
-    name_map = _name_map(arch, config.num_hidden_layers)
-    out, emb = base.get_output_embeddings(), base.get_input_embeddings()
-    tied = out is not None and out.weight.data_ptr() == emb.weight.data_ptr()
-    pairs = []
-    for module_name, module in base.named_modules():
-        if adapter in getattr(module, "lora_embedding_A", {}):
-            raise ConfigError(f"{module_name}: LoRA on embeddings cannot be written as a GGUF LoRA; "
-                              "use --format gguf, which merges it")  # fmt: skip
-        if adapter not in getattr(module, "lora_A", {}):
-            continue
-        name = gguf_tensor_name(name_map, f"{module_name}.weight")
-        if tied and name.startswith("output."):
-            raise ConfigError("the adapter changes the LM head, which this model ties to its embeddings; llama.cpp "
-                              "cannot apply that as a LoRA: use --format gguf, which merges it")  # fmt: skip
-        a = module.lora_A[adapter].weight.detach().float().cpu().numpy()  # (r, in)
-        b = module.lora_B[adapter].weight.detach().float().cpu().numpy()  # (out, r)
-        pairs.append((name, a, b, float(module.scaling[adapter]) * a.shape[0]))
-    if not pairs:
-        raise ConfigError(f"adapter {adapter!r} has no LoRA layers on {config.model_type} weights")
-    alpha = Counter(round(p[3], 6) for p in pairs).most_common(1)[0][0]
-    tensors = []
-    for name, a, b, effective_alpha in pairs:
-        b = b * np.float32(effective_alpha / alpha) if abs(effective_alpha - alpha) > 1e-6 else b
-        if arch.permute_qk and ".attn_q." in name:
-            b = permute_rows(b, config.num_attention_heads)  # B makes the output rows llama.cpp reorders
-        elif arch.permute_qk and ".attn_k." in name:
-            b = permute_rows(b, config.num_key_value_heads)
-        tensors += [(f"{name}.lora_a", a), (f"{name}.lora_b", b)]
-    return alpha, tensors
-
-
-def write_lora_gguf(
-    peft_model: Any, adapter: str, path: str | Path, outtype: str = "f16", name: str = ""
-) -> dict:
-    """Write adapter `adapter` of a PeftModel as a llama.cpp LoRA GGUF (`llama-cli -m base.gguf --lora FILE`)."""
-    from gguf import Keys
-
-    peft_config = peft_model.peft_config[adapter]
-    if getattr(peft_config, "use_dora", False):
-        raise ConfigError(
-            "llama.cpp's --lora has no DoRA (magnitude vectors); use --format gguf, which merges it"
-        )
-    arch = check_exportable(peft_model.get_base_model().config)
-    file_type, _ = _outtype(outtype)
-    alpha, tensors = lora_tensors(peft_model, adapter, arch)
-    writer = new_writer(arch)
-    writer.add_type("adapter")
-    writer.add_name(name or Path(path).stem)
-    writer.add_file_type(int(file_type))
-    writer.add_string(Keys.Adapter.TYPE, "lora")
-    writer.add_float32(Keys.Adapter.LORA_ALPHA, float(alpha))
-    writer.add_quantization_version(2)
-    counts: dict = {}
-    write_atomically(path, lambda tmp: counts.update(_write(writer, iter(tensors), outtype, tmp)))
-    logger.info(
-        "wrote LoRA %s (%s, alpha %g, %d pairs: %s)", path, arch.name, alpha, len(tensors) // 2, counts
-    )
     return counts
