@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "mix": ("llm_tuning.infer.mix:MixConfig", "llm_tuning.infer.mix:run_mix", "mix weighted adapters into one adapter folder"),
     "merge": ("llm_tuning.infer.mix:MergeConfig", "llm_tuning.infer.mix:run_merge",
               "merge adapters into the base model: a full model folder"),
+    "export": ("llm_tuning.infer.export:ExportConfig", "llm_tuning.infer.export:run",
+               "write the merged model (or the adapter) as GGUF for llama.cpp / Ollama (+ Modelfile)"),
     "compare": ("llm_tuning.infer.compare:CompareConfig", "llm_tuning.infer.compare:run",
                 "answers of the base model, each adapter and their mix, side by side"),
     "serve": ("llm_tuning.infer.server:ServeConfig", "llm_tuning.infer.server:run",

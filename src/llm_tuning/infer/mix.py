@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from llm_tuning.config import (
     ConfigError,
@@ -32,6 +32,7 @@ from llm_tuning.models.adapter_check import record_base_model
 from llm_tuning.models.adapters import (
     MIX,
     MIX_METHODS,
+    AdapterSpec,
     apply_adapters,
     load_adapters,
     mix_adapters,
@@ -51,6 +52,9 @@ class AdapterSetOptions(ModelOptions):
                                    aliases=("mix_density",))  # fmt: skip
     output: str = option("", "folder to write", aliases=("output_dir",))
     overwrite: bool = option(False, "replace --output if it already exists")
+    writes_folder: ClassVar[bool] = (
+        True  # mix and merge write a folder; export writes a file (its own checks)
+    )
 
     def __post_init__(self) -> None:
         if not self.adapter:
@@ -60,8 +64,9 @@ class AdapterSetOptions(ModelOptions):
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if not self.output:
             raise ConfigError("--output is required: the folder to write")
-        check_output_path("output", self.output, folder=True)
-        if Path(self.output).exists() and any(Path(self.output).iterdir()) and not self.overwrite:
+        check_output_path("output", self.output, folder=self.writes_folder)
+        out = Path(self.output)
+        if self.writes_folder and out.is_dir() and any(out.iterdir()) and not self.overwrite:
             raise ConfigError(
                 f"--output {self.output} exists and is not empty; pass --overwrite to replace it"
             )
@@ -154,12 +159,19 @@ def merged_dtype(requested: str, model: Any) -> Any:
     return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
-def run_merge(cfg: MergeConfig) -> FolderResult:
+def merge_adapters(cfg: AdapterSetOptions) -> tuple[Any, Any, list[AdapterSpec]]:
+    """(fp32 model with the adapters, or their mix, folded in; tokenizer; specs): `merge` and `export`."""
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.adapter)]
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     base = load_model(cfg.model, "float32", cfg.device, cfg.trust_remote_code)  # merge in fp32, then cast
-    dtype = merged_dtype(cfg.dtype, base)
-    merged = apply_adapters(base, specs, cfg.method, cfg.density).merge_and_unload().to(dtype)
+    merged = apply_adapters(base, specs, cfg.method, cfg.density).merge_and_unload()
+    return merged, tokenizer, specs
+
+
+def run_merge(cfg: MergeConfig) -> FolderResult:
+    merged, tokenizer, specs = merge_adapters(cfg)
+    dtype = merged_dtype(cfg.dtype, merged)
+    merged = merged.to(dtype)
 
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp)
