@@ -114,17 +114,34 @@ def _must_stay(out: Path) -> bool:
     return os.path.ismount(out) or cwd == out or out in cwd.parents
 
 
-def staging_folder(out: str | Path) -> Path:
-    """A folder next to `out` to write a new set of files into, for `install_files`."""
+def staging_path(out: str | Path, name: str = "new") -> Path:
+    """Where `staging_folder(out, name)` puts its folder (the same on every rank of a distributed run)."""
+    out = Path(out).resolve()
+    return out / f"{SWAP_PREFIX}{name}" if _must_stay(out) else out.parent / f".{out.name}{SWAP_PREFIX}{name}"
+
+
+def staging_folder(out: str | Path, name: str | None = None) -> Path:
+    """An empty folder next to `out` to write a new set of files into, for `install_files` (a fresh unique
+    one, or the fixed one `staging_path(out, name)`)."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     finish_install(out)
-    if _must_stay(out):  # staged inside: the exchange then fails and files are replaced one by one
-        staged = Path(tempfile.mkdtemp(prefix=SWAP_PREFIX, dir=out))
-    else:
-        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}{SWAP_PREFIX}", dir=out.parent))
+    if name is not None:
+        staged = staging_path(out, name)
+        staged.mkdir()
+    else:  # a mount point or the working directory is staged inside: see _must_stay
+        where = staging_path(out, "")
+        staged = Path(tempfile.mkdtemp(prefix=where.name, dir=where.parent))
     (staged / _STAGED_MARK).touch()
     return staged
+
+
+def discard_staged(staged: str | Path) -> None:
+    """Delete a staging folder that was not swapped in (after the swap its path names the old folder, whose
+    other entries must go back: finish_install does that, never this)."""
+    staged = Path(staged)
+    if (staged / _STAGED_MARK).exists():
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def install_files(staged: str | Path, out: str | Path) -> Path:

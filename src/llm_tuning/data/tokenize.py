@@ -337,7 +337,8 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
     # the manifest is written last, inside the temp folder, and the folder is swapped in whole: a kill
     # leaves the old set or the new one, and a folder without a manifest is never reused
     with new_folder(folder) as tmp:
-        Dataset(to_table(encoded)).save_to_disk(str(tmp))
+        # the content fingerprint (not a random one): a run's identity stays the same if this is re-made
+        Dataset(to_table(encoded), fingerprint=parts["fingerprint"][:16]).save_to_disk(str(tmp))
         write_json(tmp / MANIFEST, {**parts, "counts": counts})
     logger.info("tokenized %d of %d rows (%d truncated, %d skipped as over %d tokens) -> %s", counts["rows"],
                 counts["total"], counts["truncated"], counts["skipped"], cfg.max_seq_length, folder)  # fmt: skip
