@@ -203,8 +203,9 @@ def minibatch_updates(optimizer: torch.optim.Optimizer, params: list[nn.Paramete
 # ---- checkpoints -----------------------------------------------------------------------------
 
 
-def find_checkpoint(cfg: Any) -> Path | None:
-    """The checkpoint to resume (a complete one of this run: checkpoints.py), after checking --output_dir."""
+def find_checkpoint(cfg: Any) -> tuple[Path | None, dict[str, Any]]:
+    """(the checkpoint to resume: a complete one of this run, see checkpoints.py; the run's identity), after
+    checking --output_dir."""
     from llm_tuning.checkpoints import file_fingerprints, prepare_output_dir, run_identity
 
     identity = run_identity(cfg, file_fingerprints([cfg.data]))
@@ -212,12 +213,11 @@ def find_checkpoint(cfg: Any) -> Path | None:
     if found is not None and not (found / STATE_FILE).is_file():
         raise ConfigError(f"--resume_from_checkpoint {found}: no {STATE_FILE} there; pass a checkpoint-N folder "
                           "written by ppo / grpo")  # fmt: skip
-    cfg._identity = identity
-    return found
+    return found, identity
 
 
 def save_checkpoint(cfg: Any, policy: Policy, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any]) -> Path:  # fmt: skip
+                    state: dict[str, Any], identity: dict[str, Any]) -> Path:  # fmt: skip
     """checkpoint-N: adapter, extra modules, optimizer, RNG and loop state, written whole under a temp name
     and renamed; then this run's oldest ones beyond the limit go (never another's)."""
     from llm_tuning.checkpoints import DONE, list_checkpoints, marker
@@ -229,10 +229,8 @@ def save_checkpoint(cfg: Any, policy: Policy, modules: dict[str, nn.Module], opt
         torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "optimizer.pt")  # fmt: skip
         write_json(tmp / STATE_FILE, state, indent=1)
-        write_json(tmp / DONE, {"run": cfg._identity["id"], "step": state["step"], "identity": cfg._identity})
-    ours = [
-        p for p in list_checkpoints(cfg.output_dir) if (marker(p) or {}).get("run") == cfg._identity["id"]
-    ]
+        write_json(tmp / DONE, {"run": identity["id"], "step": state["step"], "identity": identity})
+    ours = [p for p in list_checkpoints(cfg.output_dir) if (marker(p) or {}).get("run") == identity["id"]]
     for old in ours[: -cfg.save_total_limit] if cfg.save_total_limit else []:
         shutil.rmtree(old, ignore_errors=True)
     return folder
@@ -288,7 +286,7 @@ def run_online(cfg: Any, policy: Policy, step_fn: Callable[[int, list[PromptRow]
     modules = modules or {}
     get_extra, set_extra = extra_state or (dict, lambda _: None)
     start, records = 0, []
-    checkpoint = find_checkpoint(cfg)
+    checkpoint, identity = find_checkpoint(cfg)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, policy, modules, optimizer)
         start, records = state["step"], state["records"]
@@ -307,7 +305,12 @@ def run_online(cfg: Any, policy: Policy, step_fn: Callable[[int, list[PromptRow]
                         "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))  # fmt: skip
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0:
             save_checkpoint(
-                cfg, policy, modules, optimizer, {"step": step + 1, "records": records, "extra": get_extra()}
+                cfg,
+                policy,
+                modules,
+                optimizer,
+                {"step": step + 1, "records": records, "extra": get_extra()},
+                identity,
             )
     if writer is not None:
         writer.close()

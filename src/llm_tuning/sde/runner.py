@@ -106,6 +106,7 @@ def run_design(
         model=cfg.model, data=str(train_file), output_dir=str(folder / "adapter"), lora_rank=cfg.lora_rank,
         per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         max_seq_length=cfg.max_seq_length, seed=cfg.seed, save_steps=cfg.max_steps, save_total_limit=1,
+        overwrite_output_dir=True,  # the design's own folder: a rerun with other flags replaces its checkpoint
         logging_steps=max(1, cfg.max_steps // 10), report_to="none",
     ))  # fmt: skip
     train_seconds = time.perf_counter() - start
