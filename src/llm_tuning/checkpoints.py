@@ -38,7 +38,9 @@ WRITING = ".llm_tuning_writing"
 # flags that change how a run is carried out or reported, not what it computes
 OPERATIONAL = {"output_dir", "resume_from_checkpoint", "overwrite_output_dir", "report_to", "logging_steps",
                "save_steps", "save_total_limit", "eval_steps", "dataloader_num_workers", "torch_threads",
-               "mmap_threshold_mb", "device"}  # fmt: skip
+               "mmap_threshold_mb", "device",
+               # data paths: their content is in the data fingerprints (the same file by another path is the same run)
+               "data", "eval_data", "tokenized_dataset"}  # fmt: skip
 
 
 def run_identity(cfg: Any, data: list[str | None]) -> dict[str, Any]:

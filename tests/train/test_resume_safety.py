@@ -146,3 +146,16 @@ def test_a_kill_during_the_adapter_swap_leaves_a_whole_adapter(
         quick(tiny_model, data_file, out, lora_rank=8, resume_from_checkpoint="latest")
     )  # ...until the next run
     assert (out / "checkpoint-2").is_dir() and not list(tmp_path.glob(".out*"))
+
+
+def test_the_same_data_by_another_path_is_the_same_run(tiny_model, data_file, whole, tmp_path):
+    moved = shutil.copy(data_file, tmp_path / "moved.jsonl")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(whole / "checkpoint-2", out / "checkpoint-2")
+    sft.run(quick(tiny_model, moved, out, resume_from_checkpoint="latest"))
+    assert same_adapter(whole, out)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(data_file.read_text().replace("7 + 1 = 8", "7 + 1 = 9"))
+    with pytest.raises(ConfigError, match=r"differs in the data"):
+        sft.run(quick(tiny_model, edited, out, resume_from_checkpoint="latest"))

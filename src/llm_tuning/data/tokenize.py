@@ -337,8 +337,11 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
     # the manifest is written last, inside the temp folder, and the folder is swapped in whole: a kill
     # leaves the old set or the new one, and a folder without a manifest is never reused
     with new_folder(folder) as tmp:
-        # the content fingerprint (not a random one): a run's identity stays the same if this is re-made
-        Dataset(to_table(encoded), fingerprint=parts["fingerprint"][:16]).save_to_disk(str(tmp))
+        # a fingerprint of the content (not a random one, nor the file's path): a training run's identity
+        # (checkpoints.py) stays the same if the set is made again, or from a copy of the file
+        content = {k: v for k, v in parts.items() if k not in ("source", "fingerprint")}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        Dataset(to_table(encoded), fingerprint=digest).save_to_disk(str(tmp))
         write_json(tmp / MANIFEST, {**parts, "counts": counts})
     logger.info("tokenized %d of %d rows (%d truncated, %d skipped as over %d tokens) -> %s", counts["rows"],
                 counts["total"], counts["truncated"], counts["skipped"], cfg.max_seq_length, folder)  # fmt: skip
