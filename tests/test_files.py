@@ -116,3 +116,15 @@ def test_install_into_the_working_directory_keeps_the_folder(work, monkeypatch):
     files.install_files(staged, ".")
     assert os.stat(out).st_ino == inode  # the shell's folder was not swapped away
     assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors", "notes.txt"]
+
+
+def test_temp_folders_of_dead_processes_are_cleared(work):
+    target = work / "set"
+    dead = work / ".set.999999999.abc.partial"  # no such pid
+    live = work / f".set.{os.getppid()}.abc.partial"  # a running process's: left alone
+    other = work / ".settings.999999999.abc.partial"  # another target's
+    for folder in (dead, live, other):
+        folder.mkdir()
+    with files.new_folder(target) as tmp:
+        (tmp / "x").touch()
+    assert not dead.exists() and live.exists() and other.exists() and (target / "x").exists()

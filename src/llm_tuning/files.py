@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import json
 import os
 import shutil
@@ -58,7 +59,28 @@ def temp_folder(target: str | Path) -> Path:
     """A new empty hidden folder next to `target` (same file system), to be filled then swapped in."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    clear_stale(target)
+    return Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent)
+    )
+
+
+def clear_stale(target: Path) -> None:
+    """Delete the temp folders a killed process left for `target` (named after its pid, now gone)."""
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        pid = tmp.name[len(target.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -124,3 +124,4 @@ def test_killed_and_resumed_training_equals_the_uninterrupted_run(tiny_model, tm
     assert logs[1]["summary"]["train_loss"] == pytest.approx(logs[0]["summary"]["train_loss"], rel=1e-9)
     assert counts["kills"] >= len(SCRIPTED)
     assert not list(tmp_path.glob(".out*"))  # nothing left beside the output folder
+    assert not list((home / "datasets").glob(".*.partial"))  # the killed tokenize's temp folder was cleared
