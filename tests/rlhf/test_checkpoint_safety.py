@@ -82,3 +82,20 @@ def test_grpo_resumes_the_newest_complete_checkpoint_of_its_own_run(
         )
     with pytest.raises(ConfigError, match="holds checkpoints of another run"):
         run_grpo(GRPOConfig(**{**common, "learning_rate": 5e-3}, output_dir=str(out)))
+
+
+def test_dpo_resumes_only_its_own_complete_checkpoints_and_carries_the_log(tiny_model, pairs_file, tmp_path):
+    from llm_tuning.rlhf.dpo import DPOConfig
+    from llm_tuning.rlhf.dpo import run as run_dpo
+
+    common = dict(model=tiny_model, data=str(pairs_file), max_steps=4, save_steps=2, lora_rank=4,
+                  learning_rate=1e-2, logging_steps=1, per_device_train_batch_size=2, report_to="none")  # fmt: skip
+    whole = run_dpo(DPOConfig(**common, output_dir=str(tmp_path / "whole")))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", out / "checkpoint-2")
+    with pytest.raises(ConfigError, match=r"differs in --beta"):
+        run_dpo(DPOConfig(**common, beta=0.5, output_dir=str(out), resume_from_checkpoint="latest"))
+    resumed = run_dpo(DPOConfig(**common, output_dir=str(out), resume_from_checkpoint="latest"))
+    assert [r["step"] for r in resumed.log if "loss" in r] == [1, 2, 3, 4]
+    assert resumed.train_loss == pytest.approx(whole.train_loss, rel=1e-6)
