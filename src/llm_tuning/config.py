@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from llm_tuning.files import write_text
 
 C = TypeVar("C")
 
@@ -211,9 +212,7 @@ def save_config(cfg: Any, folder: str | Path, name: str = "llm_tuning_config.yam
     """Write the resolved config next to a command's outputs (atomically)."""
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
     return path
 
 

@@ -118,6 +118,7 @@ def run(cfg: DemoConfig) -> Any:
         model=cfg.model, data=str(train_file), output_dir=str(adapter_dir), lora_rank=cfg.lora_rank,
         per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         logging_steps=10, save_steps=cfg.max_steps, save_total_limit=1, seed=cfg.seed, max_seq_length=256,
+        overwrite_output_dir=True,  # the demo's own folder: a rerun with other flags replaces its checkpoint
     ))  # fmt: skip
 
     logger.info("== 3/3: the fine-tuned model answers the same questions")

@@ -103,7 +103,8 @@ def ensure_sft_adapter(cfg: RLHFDemoConfig, train_file: Path) -> tuple[str, floa
     start = time.perf_counter()
     train(TrainConfig(model=cfg.model, data=str(train_file), output_dir=str(folder), lora_rank=16,
                       per_device_train_batch_size=16, max_steps=cfg.sft_steps, learning_rate=1e-3, logging_steps=10,
-                      save_steps=cfg.sft_steps, save_total_limit=1, seed=cfg.seed, max_seq_length=256))  # fmt: skip
+                      save_steps=cfg.sft_steps, save_total_limit=1, seed=cfg.seed, max_seq_length=256,
+                      overwrite_output_dir=True))  # its own folder: a rerun with other flags replaces it  # fmt: skip
     return str(folder), time.perf_counter() - start
 
 

@@ -6,14 +6,14 @@ logged numbers; `write_training_report` writes `training_log.json` and `training
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from llm_tuning.files import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ def _series(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[fl
     return series
 
 
+def panels(series: dict[str, tuple[list[int], list[float]]], keys: list[str] | None = None) -> list[str]:
+    """The quantities worth a panel: a curve needs two points (`train_loss`, the run's mean, has one)."""
+    wanted = keys or [
+        k for k in series if any(w in k for w in ("loss", "reward", "kl", "accuracy", "margin"))
+    ]
+    return [k for k in wanted if k in series and len(series[k][0]) > 1]
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path, keys: list[str] | None = None) -> Path | None:
     """One panel per logged quantity (loss, reward, KL...) against the step; None if nothing to plot."""
     import matplotlib
@@ -52,10 +60,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, keys: list[str] | Non
     import matplotlib.pyplot as plt
 
     series = _series(records)
-    wanted = keys or [
-        k for k in series if any(w in k for w in ("loss", "reward", "kl", "accuracy", "margin"))
-    ]
-    wanted = [k for k in wanted if k in series and len(series[k][0]) > 0]
+    wanted = panels(series, keys)
     if not wanted:
         return None
     cols = min(3, len(wanted))
@@ -70,10 +75,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path, keys: list[str] | Non
     for ax in list(axes.flat)[len(wanted) :]:
         ax.axis("off")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -83,8 +87,6 @@ def write_training_report(
     """training_log.json (every logged record, plus `extra`) and training_curves.png in `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (LOG_FILE + ".tmp")
-    tmp.write_text(json.dumps({"log": records, **(extra or {})}, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, folder / LOG_FILE)
+    write_json(folder / LOG_FILE, {"log": records, **(extra or {})})
     plot_curves(records, folder / PLOT_FILE)
     return folder / LOG_FILE

@@ -175,7 +175,10 @@ def test_resume_from_checkpoint_equals_uninterrupted(tiny_model, data_file, tmp_
     result = sft.run(quick(tiny_model, data_file, resumed, max_steps=4, save_steps=2, per_device_train_batch_size=2,
                            resume_from_checkpoint="latest"))  # fmt: skip
     assert result.steps == 4
-    assert [r["step"] for r in result.log if "loss" in r] == [3, 4]  # steps 1-2 came from the checkpoint
+    logs = [json.loads((d / "training_log.json").read_text()) for d in (whole, resumed)]
+    steps = [[r["step"] for r in log["log"] if "loss" in r] for log in logs]
+    assert steps == [[1, 2, 3, 4]] * 2  # steps 1-2 carried over from the checkpoint
+    assert logs[1]["summary"]["train_loss"] == pytest.approx(logs[0]["summary"]["train_loss"], rel=1e-9)
     a = load_file(str(whole / "adapter_model.safetensors"))
     b = load_file(str(resumed / "adapter_model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llm_tuning.files import atomic_path
+
 
 class DataError(ValueError):
     """Bad input data: the message names the file, the row, the field and the fix."""
@@ -120,9 +122,7 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write rows as JSONL through a temp file, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path

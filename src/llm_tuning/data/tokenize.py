@@ -11,14 +11,14 @@ half-written folder is never taken for a complete one.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import shutil
+import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -34,6 +34,7 @@ from llm_tuning.data.encode import IGNORE_INDEX, encode_segments, truncate
 from llm_tuning.data.formats import row_to_messages
 from llm_tuning.data.read import DataError, iter_rows
 from llm_tuning.data.template import adds_bos, conversation_segments
+from llm_tuning.files import new_folder, write_json
 from llm_tuning.models.resolve import llm_tuning_home, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class TokenizeConfig(DataOptions):
         check_output_path("output_dir", self.output_dir, folder=True)
         if not self.input_file:
             raise DataError("--input_file", None, "no data file given", hint="pass --input_file data.jsonl")
+        name = self.save_name
+        if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name or "\\" in name):
+            raise ConfigError(f"--save_name {name!r}: give a plain folder name (no '/', '.' or '..'); it is "
+                              f"saved under {TOKENIZED_DIR}/ (use --output_dir for another place)")  # fmt: skip
 
 
 @dataclass
@@ -119,11 +124,41 @@ def output_folder(cfg: TokenizeConfig, source: Path, key: str) -> Path:
     return llm_tuning_home() / "datasets" / f"{source.stem}-{key[:16]}"
 
 
+def _dataset_file(name: str) -> bool:
+    """A file `Dataset.save_to_disk` writes, or our manifest."""
+    return name in (MANIFEST, "dataset_info.json", "state.json") or (
+        name.startswith("data-") and name.endswith(".arrow")
+    )
+
+
+def check_replaceable(folder: Path, source: Path) -> None:
+    """Refuse an output folder the tool may not replace: one that holds (or is) the input file, a file, or
+    a folder that is not a tokenized set of ours (no manifest, or other files in it)."""
+    if source.resolve() == folder.resolve() or folder.resolve() in source.resolve().parents:
+        raise ConfigError(f"output folder {folder} holds the input file {source}: it would be replaced; "
+                          "choose another --output_dir / --save_name")  # fmt: skip
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir() or folder.is_symlink():
+        raise ConfigError(f"output folder {folder} exists and is not a folder; choose another --output_dir")
+    entries = [p.name for p in folder.iterdir()]
+    if not entries:
+        return
+    if read_manifest(folder) is None:
+        raise ConfigError(f"output folder {folder} exists and was not written by `llm-tuning tokenize` (no "
+                          f"{MANIFEST}): not replacing it; choose another --output_dir / --save_name")  # fmt: skip
+    foreign = sorted(n for n in entries if not _dataset_file(n))
+    if foreign:
+        raise ConfigError(f"output folder {folder} also holds {foreign[0]!r}, which tokenize did not write: "
+                          "not replacing it; move that file or choose another --output_dir")  # fmt: skip
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def row_prompt_loss(row: dict[str, Any], default: bool, source: Path, number: int) -> bool:
@@ -171,6 +206,20 @@ def encode_rows(cfg: TokenizeConfig, source: Path, tokenizer: Any, rows: list[tu
                  len(rows), truncated, skipped)  # fmt: skip
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when its parent dies (even by SIGKILL), so no
+    ~350 MB orphan keeps tokenizing; the pid check covers a parent that died before the prctl."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux: workers are not used there (worker_count)
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 _JOB: tuple | None = None  # (cfg, source, tokenizer, chunks) for forked workers, which inherit it
 
 
@@ -209,7 +258,12 @@ def encode_file(cfg: TokenizeConfig, source: Path, tokenizer: Any) -> Chunk:
             # library from warning that its thread pool cannot survive the fork
             with (
                 _env("TOKENIZERS_PARALLELISM", "false"),
-                ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool,
+                ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=die_with_parent,
+                    initargs=(os.getpid(),),
+                ) as pool,  # fmt: skip
             ):
                 for part in pool.map(_encode_chunk, range(len(chunks))):
                     parts.append(part)
@@ -268,6 +322,7 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
         )
     parts = fingerprint(cfg, source)
     folder = output_folder(cfg, source, parts["fingerprint"])
+    check_replaceable(folder, source)  # before any work: refuse early, and never delete a user's folder
     manifest = read_manifest(folder)
     if manifest and manifest.get("fingerprint") == parts["fingerprint"]:
         logger.info("reusing tokenized data in %s (%d rows)", folder, manifest["counts"]["rows"])
@@ -281,17 +336,16 @@ def run(cfg: TokenizeConfig) -> TokenizeResult:
     if counts["rows"] == 0:
         raise DataError(source, None, f"every row is longer than --max_seq_length {cfg.max_seq_length}",
                         hint="raise --max_seq_length or drop --skip_overlength")  # fmt: skip
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        Dataset(to_table(encoded)).save_to_disk(str(tmp))
-        (tmp / MANIFEST).write_text(json.dumps({**parts, "counts": counts}, indent=2, ensure_ascii=False))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_replaceable(folder, source)  # again: it may have changed while we tokenized
+    # the manifest is written last, inside the temp folder, and the folder is swapped in whole: a kill
+    # leaves the old set or the new one, and a folder without a manifest is never reused
+    with new_folder(folder) as tmp:
+        # a fingerprint of the content (not a random one, nor the file's path): a training run's identity
+        # (checkpoints.py) stays the same if the set is made again, or from a copy of the file
+        content = {k: v for k, v in parts.items() if k not in ("source", "fingerprint")}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        Dataset(to_table(encoded), fingerprint=digest).save_to_disk(str(tmp))
+        write_json(tmp / MANIFEST, {**parts, "counts": counts})
     logger.info("tokenized %d of %d rows (%d truncated, %d skipped as over %d tokens) -> %s", counts["rows"],
                 counts["total"], counts["truncated"], counts["skipped"], cfg.max_seq_length, folder)  # fmt: skip
     return TokenizeResult(

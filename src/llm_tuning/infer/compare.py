@@ -19,6 +19,7 @@ from llm_tuning.config import ConfigError, check_output_path, check_positive, op
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
+from llm_tuning.files import write_text
 from llm_tuning.infer.predict import InferenceOptions, read_prompts
 from llm_tuning.models.adapters import (
     BASE,
@@ -156,7 +157,5 @@ def run(cfg: CompareConfig) -> CompareResult:
     write_jsonl(out_rows, output)
     columns = ["prompt", *(["target"] if has_targets else []), *names]
     markdown = output.with_suffix(".md")
-    tmp = markdown.with_name(markdown.name + ".tmp")
-    tmp.write_text(markdown_table(out_rows, columns, exact), encoding="utf-8")
-    tmp.replace(markdown)
+    write_text(markdown, markdown_table(out_rows, columns, exact))
     return CompareResult(output, markdown, names, out_rows, exact, cfg.show, cfg.width)

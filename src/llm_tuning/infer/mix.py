@@ -12,9 +12,7 @@ Both write into a temporary folder next to `--output` and rename it into place w
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +26,7 @@ from llm_tuning.config import (
     save_config,
     validate_groups,
 )
+from llm_tuning.files import replace_folder, temp_folder
 from llm_tuning.models.adapter_check import record_base_model
 from llm_tuning.models.adapters import (
     MIX,
@@ -109,19 +108,12 @@ def write_folder(output: str | Path, overwrite: bool, fill: Any) -> Path:
     """Call `fill(tmp_folder)`, then rename the finished folder to `output` (replacing it if allowed)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    tmp = temp_folder(output)
     try:
         fill(tmp)
-        if output.exists():
-            if not overwrite and any(output.iterdir()):
-                raise FileExistsError(f"{output} appeared while writing; pass --overwrite to replace it")
-            old = output.with_name(f".{output.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        if output.exists() and not overwrite and any(output.iterdir()):
+            raise FileExistsError(f"{output} appeared while writing; pass --overwrite to replace it")
+        replace_folder(tmp, output)  # one swap: a kill leaves the old folder or the new one
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output

@@ -11,9 +11,10 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from llm_tuning.files import temp_folder
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +78,14 @@ def convert_gguf_to_folder(gguf_path: Path, target: Path) -> Path:
             setattr(model, attr, None)
     model.is_quantized = False
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    tmp = temp_folder(target)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
+        if not target.exists():  # else another process finished first
             os.replace(tmp, target)
-    except BaseException:
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ import torch
 
 from llm_tuning.config import ConfigError, check_choice, check_positive, check_training, option, save_config
 from llm_tuning.data.read import DataError
+from llm_tuning.files import discard_staged, install_files, staging_folder
 from llm_tuning.models.adapter_check import check_adapter_folder, record_base_model
 from llm_tuning.models.load import mixed_precision_flags
 from llm_tuning.rlhf.data import PreferencePair, read_preferences
@@ -81,6 +79,8 @@ class TrainerOptions:
     sft_adapter: str | None = option(None, "start from this LoRA adapter (e.g. from `llm-tuning train`)",
                                      aliases=("sft_model_lora_path", "previous_lora_weights"))  # fmt: skip
     resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
+    overwrite_output_dir: bool = option(False, "start a new run in an --output_dir holding another run's checkpoints "
+                                        "(deletes those checkpoints, nothing else)")  # fmt: skip
     per_device_train_batch_size: int = option(4, "pairs per device per step", aliases=("batch_size",))
     per_device_eval_batch_size: int = option(8, "pairs per device per evaluation step")
     gradient_accumulation_steps: int = option(1, "steps whose gradients add up before an update")
@@ -123,9 +123,16 @@ def trainer_arguments(cfg: TrainerOptions, has_eval: bool, dtype: torch.dtype) -
     )  # fmt: skip
 
 
-def resume_argument(value: str | None) -> str | bool | None:
-    """Trainer's resume_from_checkpoint: True for 'latest', else the folder (or None)."""
-    return True if value == "latest" else value
+def begin_run(cfg: Any, collector: Any) -> Any:
+    """Check --output_dir / --resume_from_checkpoint for this run and its data (checkpoints.begin)."""
+    from accelerate import PartialState
+
+    from llm_tuning.checkpoints import begin, file_fingerprints
+
+    data = file_fingerprints([cfg.data, getattr(cfg, "eval_data", None)])
+    state = PartialState()
+    with state.main_process_first():
+        return begin(cfg, data, collector, main=state.is_main_process)
 
 
 # ---- preference data -------------------------------------------------------------------------
@@ -256,27 +263,30 @@ def reference_context(peft_model: Any, kind: str) -> contextlib.AbstractContextM
     return peft_model.disable_adapter() if kind == "base" else use_adapter(peft_model, "reference")
 
 
+def write_outputs(
+    model: Any, tokenizer: Any, cfg: Any, folder: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """The policy adapter ("default" only), tokenizer, config and extra safetensors, written into `folder`."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    model.save_pretrained(folder, selected_adapters=["default"])
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    save_config(cfg, folder)
+    record_base_model(folder, cfg.model, model)
+    for name, tensors in (extra or {}).items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / name))
+    return folder
+
+
 def save_outputs(
     model: Any, tokenizer: Any, cfg: Any, folder: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
-    """The policy adapter ("default" only), tokenizer, config and extra safetensors, via a temp folder."""
-    from safetensors.torch import save_file
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=out))
+    """write_outputs into a staging folder, then swapped into `folder` all at once (its other entries stay)."""
+    staged = staging_folder(folder)
     try:
-        model.save_pretrained(tmp, selected_adapters=["default"])
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        save_config(cfg, tmp)
-        record_base_model(tmp, cfg.model, model)
-        for name, tensors in (extra or {}).items():
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
-        for item in tmp.iterdir():
-            if (out / item.name).is_dir():
-                shutil.rmtree(out / item.name)
-            os.replace(item, out / item.name)
+        write_outputs(model, tokenizer, cfg, staged, extra)
+        return install_files(staged, folder)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        discard_staged(staged)

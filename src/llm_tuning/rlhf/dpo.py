@@ -32,10 +32,10 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
     TrainerOptions,
+    begin_run,
     check_adapter_flags,
     keep_short,
     load_preference_splits,
-    resume_argument,
     save_outputs,
     trainer_arguments,
 )
@@ -137,12 +137,14 @@ def run(cfg: DPOConfig) -> DPOResult:
     args = TRLDPOConfig(**trainer_arguments(cfg, bool(eval_pairs), dtype), beta=cfg.beta, loss_type=[cfg.loss_type],
                         label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)  # fmt: skip
     collector = LogCollector()
+    marks = begin_run(cfg, collector)
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(to_trl_rows(tokenizer, train_pairs, cfg)),
         eval_dataset=Dataset.from_list(to_trl_rows(tokenizer, eval_pairs, cfg)) if eval_pairs else None,
-        processing_class=tokenizer, peft_config=peft_config, callbacks=[collector],
+        processing_class=tokenizer, peft_config=peft_config, callbacks=[collector, marks],
     )  # fmt: skip
-    output = trainer.train(resume_from_checkpoint=resume_argument(cfg.resume_from_checkpoint))
+    marks.trainer = trainer
+    output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
     evaluated = trainer.evaluate() if eval_pairs else None
     accuracy, margin = held_out_metrics(collector.records, evaluated)
     if trainer.is_world_process_zero():

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from llm_tuning.config import ConfigError, check_output_path, check_positive, check_range, option
+from llm_tuning.files import new_folder, write_json
 from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import write_training_report
@@ -36,6 +36,7 @@ from llm_tuning.rlhf.common import (
     check_adapter_flags,
     reference_kind,
     save_outputs,
+    write_outputs,
 )
 from llm_tuning.rlhf.data import PromptRow, read_prompts, render_prompt
 from llm_tuning.rlhf.rewards import load_rewards
@@ -86,6 +87,8 @@ class RolloutOptions:
     save_steps: int = option(50, "save a checkpoint every N steps (0: never)")
     save_total_limit: int | None = option(2, "keep at most N checkpoints")
     resume_from_checkpoint: str | None = option(None, "a checkpoint-N folder, or 'latest' in --output_dir")
+    overwrite_output_dir: bool = option(False, "start a new run in an --output_dir holding another run's checkpoints "
+                                        "(deletes those checkpoints, nothing else)")  # fmt: skip
     seed: int = option(42, "random seed for LoRA init, prompt order and sampling")
     report_to: str = option("tensorboard", "tensorboard or none")
 
@@ -219,36 +222,49 @@ def minibatch_updates(optimizer: torch.optim.Optimizer, params: list[nn.Paramete
 # ---- checkpoints -----------------------------------------------------------------------------
 
 
-def find_checkpoint(output_dir: str | Path, value: str) -> Path:
-    """A checkpoint folder from --resume_from_checkpoint (a path, or 'latest' in output_dir)."""
-    if value != "latest":
-        if not (Path(value) / STATE_FILE).is_file():
-            raise ConfigError(
-                f"--resume_from_checkpoint {value}: no {STATE_FILE} there; pass a checkpoint-N folder"
-            )
-        return Path(value)
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    found = [p for p in found if (p / STATE_FILE).is_file()]
-    if not found:
-        raise ConfigError(f"--resume_from_checkpoint latest: no checkpoint-N folder in {output_dir}")
-    return found[-1]
+def find_checkpoint(cfg: Any) -> tuple[Path | None, dict[str, Any]]:
+    """(the checkpoint to resume: a complete one of this run, see checkpoints.py; the run's identity), after
+    checking --output_dir."""
+    from llm_tuning.checkpoints import file_fingerprints, prepare_output_dir, run_identity
+
+    identity = run_identity(cfg, file_fingerprints([cfg.data]))
+    found = prepare_output_dir(cfg.output_dir, identity, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+    if found is not None and not (found / STATE_FILE).is_file():
+        raise ConfigError(f"--resume_from_checkpoint {found}: no {STATE_FILE} there; pass a checkpoint-N folder "
+                          "written by ppo / grpo")  # fmt: skip
+    return found, identity
 
 
 def save_checkpoint(cfg: Any, policy: Policy, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any]) -> Path:  # fmt: skip
-    """checkpoint-N: adapter, extra modules, optimizer, RNG and loop state; old ones beyond the limit go."""
+                    state: dict[str, Any], identity: dict[str, Any]) -> Path:  # fmt: skip
+    """checkpoint-N: adapter, extra modules, optimizer, RNG and loop state, written whole under a temp name
+    and renamed; then this run's oldest ones beyond the limit go (never another's)."""
+    from llm_tuning.checkpoints import DONE, list_checkpoints, marker
+
     folder = Path(cfg.output_dir) / f"checkpoint-{state['step']}"
     extra = {f"{name}.safetensors": module.state_dict() for name, module in modules.items()}
-    save_outputs(policy.model, None, cfg, folder, extra)
-    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, folder / "optimizer.pt")  # fmt: skip
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    kept = sorted(
-        Path(cfg.output_dir).glob("checkpoint-*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0)
-    )
-    for old in kept[: -cfg.save_total_limit] if cfg.save_total_limit else []:
+    with new_folder(folder) as tmp:
+        write_outputs(policy.model, None, cfg, tmp, extra)
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "optimizer.pt")  # fmt: skip
+        write_json(tmp / STATE_FILE, state, indent=1)
+        write_json(tmp / DONE, {"run": identity["id"], "step": state["step"], "identity": identity})
+    ours = [p for p in list_checkpoints(cfg.output_dir) if (marker(p) or {}).get("run") == identity["id"]]
+    for old in ours[: -cfg.save_total_limit] if cfg.save_total_limit else []:
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def read_optimizer_file(path: Path) -> dict[str, Any]:
+    """optimizer.pt, loaded weights-only: a crafted checkpoint cannot run code when it is unpickled."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path}: not a plain tensor file (refused: it may hold code, or be damaged): {first}; "
+                          "resume from another checkpoint") from None  # fmt: skip
 
 
 def load_checkpoint(
@@ -262,7 +278,7 @@ def load_checkpoint(
     set_peft_model_state_dict(policy.model, load_file(str(folder / ADAPTER_WEIGHTS)), adapter_name="default")
     for name, module in modules.items():
         module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+    saved = read_optimizer_file(folder / "optimizer.pt")
     optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
     if saved.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -289,10 +305,9 @@ def run_online(cfg: Any, policy: Policy, step_fn: Callable[[int, list[PromptRow]
     modules = modules or {}
     get_extra, set_extra = extra_state or (dict, lambda _: None)
     start, records = 0, []
-    if cfg.resume_from_checkpoint:
-        state = load_checkpoint(
-            find_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint), policy, modules, optimizer
-        )
+    checkpoint, identity = find_checkpoint(cfg)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, policy, modules, optimizer)
         start, records = state["step"], state["records"]
         set_extra(state["extra"])
     writer, began = _writer(cfg), time.perf_counter()
@@ -309,7 +324,12 @@ def run_online(cfg: Any, policy: Policy, step_fn: Callable[[int, list[PromptRow]
                         "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))  # fmt: skip
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0:
             save_checkpoint(
-                cfg, policy, modules, optimizer, {"step": step + 1, "records": records, "extra": get_extra()}
+                cfg,
+                policy,
+                modules,
+                optimizer,
+                {"step": step + 1, "records": records, "extra": get_extra()},
+                identity,
             )
     if writer is not None:
         writer.close()

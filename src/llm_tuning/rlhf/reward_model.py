@@ -42,10 +42,10 @@ from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
     TrainerOptions,
     add_adapter_from,
+    begin_run,
     check_adapter_flags,
     keep_short,
     load_preference_splits,
-    resume_argument,
     save_outputs,
     trainer_arguments,
 )
@@ -204,10 +204,12 @@ def run(cfg: RewardModelConfig) -> RewardModelResult:
     args = RewardConfig(**trainer_arguments(cfg, bool(eval_rows), dtype), max_length=None,
                         center_rewards_coefficient=cfg.center_rewards_coefficient)  # fmt: skip
     collector = LogCollector()
+    marks = begin_run(cfg, collector)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                            processing_class=tokenizer, callbacks=[collector])  # fmt: skip
-    output = trainer.train(resume_from_checkpoint=resume_argument(cfg.resume_from_checkpoint))
+                            processing_class=tokenizer, callbacks=[collector, marks])  # fmt: skip
+    marks.trainer = trainer
+    output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
     accuracy = margin = None
     if eval_rows:
         chosen, rejected = pair_scores(

@@ -8,7 +8,6 @@ llm-tuning sde score --task masa_d1 --design es_sde --predictions preds.jsonl
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from llm_tuning.config import ConfigError, check_output_path, check_positive, option
 from llm_tuning.data.read import DataError, iter_rows, write_jsonl
+from llm_tuning.files import write_json
 from llm_tuning.sde.data import read_task_rows
 from llm_tuning.sde.designs import design_spec, parse_design, render_sample
 from llm_tuning.sde.metrics import score_predictions
@@ -144,7 +144,5 @@ def run_score(cfg: ScoreConfig) -> ScoreResult:
     out = None
     if cfg.output:
         out = Path(cfg.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(out)
+        write_json(out, report)
     return ScoreResult(report, cfg.show_failed, out)

@@ -26,6 +26,7 @@ from llm_tuning.config import DEFAULT_MODEL, ConfigError, check_output_path, che
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
+from llm_tuning.files import atomic_path, write_json, write_text
 from llm_tuning.models.adapters import load_with_adapters
 from llm_tuning.models.generate import GenerationOptions, generate_all
 from llm_tuning.sde.commands import main_metric
@@ -119,6 +120,7 @@ def run_design(
         model=cfg.model, data=str(train_file), output_dir=str(folder / "adapter"), lora_rank=cfg.lora_rank,
         per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         max_seq_length=cfg.max_seq_length, seed=cfg.seed, save_steps=cfg.max_steps, save_total_limit=1,
+        overwrite_output_dir=True,  # the design's own folder: a rerun with other flags replaces its checkpoint
         logging_steps=max(1, cfg.max_steps // 10), report_to="none",
     ))  # fmt: skip
     train_seconds = time.perf_counter() - start
@@ -163,10 +165,7 @@ def run(cfg: GridConfig) -> GridResult:
             results.append({"design": name, "error": f"{type(err).__name__}: {err}",
                             "traceback": traceback.format_exc()})  # fmt: skip
             continue
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(score, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(done)
+        write_json(done, score)
         results.append(score)
     winner = write_report(results, out, task)
     return GridResult(out, results, winner)
@@ -202,11 +201,9 @@ def write_report(results: list[dict], out: Path, task: Task) -> str | None:
             )
     lines += ["", f"winner: {winner}" if winner else "no design finished"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
     slim = [{k: v for k, v in r.items() if k not in ("report", "traceback")} for r in results]
-    (out / "report.json").write_text(
-        json.dumps({"task": task.name, "winner": winner, "designs": slim}, indent=2)
-    )
+    write_json(out / "report.json", {"task": task.name, "winner": winner, "designs": slim})
     if scored:
         plot_designs(scored, metric, out / "report.png")
     return winner
@@ -224,5 +221,6 @@ def plot_designs(scored: list[dict], metric: str, path: Path) -> None:
     ax.set_title("score by sample design")
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

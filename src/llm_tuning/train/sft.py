@@ -22,13 +22,13 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llm_tuning import checkpoints
 from llm_tuning.config import (
     ConfigError,
     DataOptions,
@@ -47,6 +47,7 @@ from llm_tuning.data.packing import PackedCollator
 from llm_tuning.data.read import DataError
 from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
 from llm_tuning.data.tokenize import run as tokenize
+from llm_tuning.files import discard_staged, install_files, staging_folder, staging_path
 from llm_tuning.models.adapter_check import record_base_model
 from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, needs_mix, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
@@ -79,6 +80,8 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     )
     mix_density: float | None = option(None, "share of weights kept by ties / dare mixing")
     resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
+    overwrite_output_dir: bool = option(False, "start a new run in an --output_dir holding another run's checkpoints "
+                                        "(deletes those checkpoints, nothing else)")  # fmt: skip
     per_device_train_batch_size: int = option(4, "rows per device per step", aliases=("batch_size",))
     per_device_eval_batch_size: int = option(8, "rows per device per evaluation step")
     gradient_accumulation_steps: int = option(1, "steps whose gradients add up before an update")
@@ -273,11 +276,10 @@ def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
     rank 0 alone writes.
     """
     out = Path(cfg.output_dir)
-    tmp = out / ".adapter.partial"
+    tmp = staging_path(out, "adapter")
     main = trainer.is_world_process_zero()
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        staging_folder(out, "adapter")
     trainer.save_model(str(tmp))
     if main:
         try:
@@ -285,10 +287,9 @@ def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
             save_config(cfg, tmp)
             record_base_model(tmp, cfg.model, trainer.model)
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of the arguments: not ours to ship
-            for item in tmp.iterdir():
-                os.replace(item, out / item.name)
+            install_files(tmp, out)  # all at once: never new weights beside an old adapter_config.json
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard_staged(tmp)
 
 
 def checkpointing(cfg: TrainConfig) -> bool:
@@ -323,6 +324,15 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, data: tuple[Any, 
     return trainer
 
 
+def resume_point(cfg: TrainConfig, data: list, collector: LogCollector) -> checkpoints.CheckpointMarks:
+    """Check --output_dir and --resume_from_checkpoint (checkpoints.py): rank 0 first, then the others."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=on_cpu(cfg))
+    with state.main_process_first():
+        return checkpoints.begin(cfg, data, collector, main=state.is_main_process)
+
+
 def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     """Set up data and model, train, save the adapter and its report; `callbacks` are extra TrainerCallbacks."""
     from transformers import set_seed
@@ -341,11 +351,14 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
         "sample 0, trained tokens in [[ ]]:\n%s",
         mark_trained_span(tokenizer, first["input_ids"], first["labels"]),
     )
-    model = build_model(cfg)
     collector = LogCollector()
-    trainer = make_trainer(cfg, model, tokenizer, (train_set, eval_set), [collector, *(callbacks or [])])
-    resume = cfg.resume_from_checkpoint
-    output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
+    marks = resume_point(cfg, [d._fingerprint for d in (train_set, eval_set) if d is not None], collector)
+    model = build_model(cfg)
+    trainer = make_trainer(
+        cfg, model, tokenizer, (train_set, eval_set), [collector, marks, *(callbacks or [])]
+    )
+    marks.trainer = trainer
+    output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
     tokens = int(trainer.state.num_input_tokens_seen)
     save_adapter(trainer, tokenizer, cfg)
