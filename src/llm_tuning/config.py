@@ -203,6 +203,9 @@ class LoraOptions:
     target_modules: str = option("auto", "comma-separated module names, or auto: every linear projection")
     use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
     use_rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")
+    lora_on_router: bool = option(
+        False, "mixture of experts: adapt the routers too (off: adapting them destabilises routing)"
+    )
 
     def __post_init__(self) -> None:
         check_positive("lora_rank", self.lora_rank)

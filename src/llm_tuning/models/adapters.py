@@ -120,9 +120,12 @@ def load_adapters(model: Any, specs: list[AdapterSpec]) -> Any:
                           "loading; name them with --adapter NAME=folder")  # fmt: skip
     if BASE in names:
         raise ConfigError(f"{BASE!r} means the model without adapters; give that adapter another NAME=folder")
-    peft_model = PeftModel.from_pretrained(model, specs[0].path, adapter_name=specs[0].name)
-    for spec in specs[1:]:
-        peft_model.load_adapter(spec.path, adapter_name=spec.name)
+    from llm_tuning.models.lora import native_targets
+
+    with native_targets():
+        peft_model = PeftModel.from_pretrained(model, specs[0].path, adapter_name=specs[0].name)
+        for spec in specs[1:]:
+            peft_model.load_adapter(spec.path, adapter_name=spec.name)
     peft_model.eval()
     return peft_model
 
@@ -213,12 +216,15 @@ def mixed_trainable_adapter(
     """
     from peft import PeftModel
 
+    from llm_tuning.models.lora import native_targets
+
     peft_model = load_adapters(model, specs)
     mix_adapters(peft_model, specs, method, density, MIX)
     with tempfile.TemporaryDirectory(prefix="llm-tuning-mix.") as tmp:
         save_adapter_folder(peft_model, MIX, tmp)
         base = peft_model.unload()
-        trainable = PeftModel.from_pretrained(base, tmp, is_trainable=True)
+        with native_targets():
+            trainable = PeftModel.from_pretrained(base, tmp, is_trainable=True)
     trainable.peft_config["default"].inference_mode = False
     return trainable
 

@@ -235,7 +235,7 @@ def build_model(cfg: TrainConfig) -> Any:
     if specs:  # continue one earlier adapter, with its own LoRA config
         return attach_lora(model, None, specs[0].path)
     config = lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                         cfg.use_dora, cfg.use_rslora)  # fmt: skip
+                         cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
     return attach_lora(model, config, None)
 
 
