@@ -45,6 +45,7 @@ from llm_tuning.models.adapters import mixed_trainable_adapter, needs_mix, parse
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.train.finite import FiniteGuard
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
@@ -214,6 +215,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         prediction_loss_only=True,  # no metrics: do not keep every evaluation logit in memory
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
         use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
+        logging_nan_inf_filter=False,  # a NaN loss must show (train/finite.py stops on it), not be averaged away
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
     kwargs.update(cfg.extra_args)
@@ -312,7 +314,10 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     )
     model = build_model(cfg)
     collector = LogCollector()
-    trainer = make_trainer(cfg, model, tokenizer, (train_set, eval_set), [collector, *(callbacks or [])])
+    guard = FiniteGuard(model, cfg.fp16)
+    trainer = make_trainer(
+        cfg, model, tokenizer, (train_set, eval_set), [collector, guard, *(callbacks or [])]
+    )
     resume = cfg.resume_from_checkpoint
     output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
