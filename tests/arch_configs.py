@@ -30,7 +30,7 @@ SIZES: dict[str, Any] = {
     "linear_num_key_heads": 2, "linear_num_value_heads": 2, "linear_key_head_dim": 16,
     "linear_value_head_dim": 16, "rotary_dim": 8, "num_experts_per_token": 2, "num_heads": 8,
     "attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
-    "num_dense_layers": 1, "n_groups": 1,
+    "num_dense_layers": 1, "n_groups": 1, "dff": 128,
 }  # fmt: skip
 # keys whose default may be None (derived later) that a tiny mixture of experts still needs
 NULLABLE = {"num_experts_per_tok", "n_routed_experts", "n_shared_experts", "n_group", "topk_group",

@@ -143,8 +143,9 @@ def attach_lora(model: nn.Module, config: Any, previous_adapter: str | None = No
 def adapted_summary(peft_model: nn.Module, targets: LoraTargets | None = None) -> list[str]:
     """One line per block kind: what LoRA adapts there and its trainable parameters, e.g.
     'LoRA on experts: 4 weights (experts.gate_up_proj, experts.down_proj), 2,048 trainable parameters'."""
-    from llm_tuning.models.targets import block_kind
+    from llm_tuning.models.targets import block_kind, expert_parameters
 
+    moe = bool(expert_parameters(peft_model))
     per_kind: dict[str, list[str]] = {}
     params: dict[str, int] = {}
     for name, module in peft_model.named_modules():
@@ -153,7 +154,7 @@ def adapted_summary(peft_model: nn.Module, targets: LoraTargets | None = None) -
         path = _plain_path(name)
         if getattr(module, "parameter_name", None):  # PEFT's wrapper of a 3-D expert weight
             path = f"{path}.{module.parameter_name}"
-        kind = targets.kinds.get(path, block_kind(path)) if targets else block_kind(path)
+        kind = targets.kinds.get(path) if targets and path in targets.kinds else block_kind(path, moe)
         per_kind.setdefault(kind, []).append(path)
         params[kind] = params.get(kind, 0) + sum(
             p.numel() for n, p in module.named_parameters() if "lora_" in n and p.requires_grad

@@ -11,7 +11,7 @@ Rules, each for a reason measured on tiny configs of every transformers causal-L
 - mixtures of experts keep their experts as fused 3-D parameters in transformers 5: those go to PEFT's
   `target_parameters`; routers (`gate`, `router`, `wg`, `shared_expert_gate`) are left frozen unless
   asked for, since adapting them destabilises routing;
-- never the LM head, the embeddings or another vocabulary-sized output;
+- never the LM head (the output embeddings, or a module named like one) or the embeddings;
 - PEFT refuses `out_proj` / `conv1d` on its Mamba-type model types: those are left out there.
 """
 
@@ -112,26 +112,18 @@ def _head_ids(model: nn.Module) -> set[int]:
     return heads
 
 
-def _vocab_size(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    return getattr(text, "vocab_size", None)
-
-
 def find_targets(model: nn.Module, on_router: bool = False) -> LoraTargets:
     """Every linear projection and fused expert weight LoRA should adapt by default (see module docstring)."""
     targets = LoraTargets()
     experts = expert_parameters(model)
     moe = bool(experts) or any(is_expert_holder(n, m) for n, m in model.named_modules())
-    heads, vocab = _head_ids(model), _vocab_size(model)
+    heads = _head_ids(model)
     mamba = getattr(getattr(model, "config", None), "model_type", None) in PEFT_MAMBA_TYPES
     for name, module in model.named_modules():
         if not is_linear(module):
             continue
         last = name.rsplit(".", 1)[-1]
         if id(module) in heads or any(p in HEAD_NAMES for p in name.split(".")):
-            continue
-        if vocab and getattr(module, "out_features", None) == vocab:  # an extra LM head
             continue
         kind = block_kind(name, moe)
         if kind == ROUTER and not on_router:
