@@ -43,6 +43,11 @@ FAST = [
 
 # architectures that cannot work here, each with the reason (measured; see the README's architecture table)
 KNOWN_FAILURES: dict[str, str] = {}
+# architectures left out: even at this size they take minutes to build or run on 2 CPU cores
+TOO_SLOW = {
+    "blt": "its byte-level patcher and local encoder/decoder build for over 30 s and GBs of memory at hidden 64",
+    "phi4_multimodal": "its vision and audio towers (not shrunk by the text config) take over 30 s to build",
+}
 
 
 def build_arch(arch: str, folder: Path, tokenizer_folder: Path) -> Path:
@@ -135,7 +140,9 @@ def _arch_params() -> list:
     params = []
     for arch in causal_lm_types():
         marks = [] if arch in FAST else [pytest.mark.slow]
-        if arch in KNOWN_FAILURES:
+        if arch in TOO_SLOW:
+            marks.append(pytest.mark.skip(reason=TOO_SLOW[arch]))
+        elif arch in KNOWN_FAILURES:
             marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[arch], strict=False))
         params.append(pytest.param(arch, marks=marks, id=arch))
     return params
@@ -159,7 +166,7 @@ def test_moe_targets_experts_never_routers_unless_asked(tokenizer_folder, qa_fil
 
 
 def test_start_up_log_names_what_was_adapted(tokenizer_folder, qa_file, tmp_path, caplog):
-    folder = build_arch("deepseek_v3", tmp_path / "model", tokenizer_folder)
+    folder = build_arch("glm4_moe", tmp_path / "model", tokenizer_folder)  # dense layer 0, shared experts
     with caplog.at_level(logging.INFO, logger="llm_tuning.models.lora"):
         train(train_config(str(folder), qa_file, tmp_path / "adapter", max_steps=1))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LoRA ")]

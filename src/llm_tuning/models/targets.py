@@ -89,6 +89,8 @@ def expert_parameters(model: nn.Module) -> dict[str, str]:
 def block_kind(path: str, moe: bool = True) -> str:
     """attention / dense MLP / experts / shared experts / router / other layers, from a module's path."""
     parts = path.split(".")
+    if parts[-1] == "weight" and len(parts) > 1:  # a bare parameter (a router without a Linear): its module
+        parts = parts[:-1]
     last = parts[-1]
     if moe and (last in ROUTER_NAMES or any("router" in p or p == "shared_expert_gate" for p in parts)):
         return ROUTER
