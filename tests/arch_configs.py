@@ -70,6 +70,8 @@ def _shrink(defaults: Any, vocab_size: int) -> dict[str, Any]:
     kwargs = {k: v for k, v in SIZES.items() if k in known and (known[k] is not None or k in NULLABLE)}
     if known.get("qk_rope_head_dim") and "head_dim" in kwargs:  # multi-head latent attention: rope dims
         kwargs["head_dim"] = SIZES["qk_rope_head_dim"]
+    if known.get("qk_rope_head_dim") and "num_key_value_heads" in kwargs:  # latent attention: no grouped kv
+        kwargs["num_key_value_heads"] = SIZES["num_attention_heads"]
     kwargs.update({k: v for k, v in SPECIAL.items() if k in known})
     for key in ("vocab_size", "n_vocab", "padded_vocab_size"):
         if key in known:

@@ -42,7 +42,35 @@ FAST = [
 ]  # a dense model, an nn.Linear subclass, MoE, SSM, numbered
 
 # architectures that cannot work here, each with the reason (measured; see the README's architecture table)
-KNOWN_FAILURES: dict[str, str] = {}
+_NO_TINY = "no tiny config of it builds from its defaults here"
+KNOWN_FAILURES: dict[str, str] = {
+    # the test cannot build a tiny model (not a fault of llm-tuning; the error seen)
+    "cohere_compass_text": f"{_NO_TINY} (KeyError 'full_attention' in its layer types)",
+    "dbrx": f"{_NO_TINY} (its attention sub-config lacks rope_theta under transformers 5.24)",
+    "dots3_note": f"{_NO_TINY} (per_layer_config names layers 2..39)",
+    "dots3_note_text": f"{_NO_TINY} (kv heads must equal heads, with other constraints)",
+    "gemma3n": f"{_NO_TINY} (its vision tower needs timm)",
+    "gemma4": f"{_NO_TINY} (per_layer_config names layers 5..29)",
+    "gemma4_assistant": f"{_NO_TINY} (hidden_size_per_layer_input must be 0)",
+    "gemma4_unified": f"{_NO_TINY} (per_layer_config names layers 5..29)",
+    "gemma4_unified_assistant": f"{_NO_TINY} (per_layer_config names layers 5..29)",
+    "inkling2_loop_text": f"{_NO_TINY} (a negative vocabulary dimension at a small vocabulary)",
+    "inkling2_text": f"{_NO_TINY} (a negative vocabulary dimension at a small vocabulary)",
+    "musicgen": f"{_NO_TINY} (needs audio-encoder sub-configs)",
+    "musicgen_melody": f"{_NO_TINY} (needs audio-encoder sub-configs)",
+    "qwen4_exp": f"{_NO_TINY} (its default config has no sizes)",
+    "qwen4_exp_text": f"{_NO_TINY} (its default config has no sizes)",
+    "reformer": f"{_NO_TINY} (needs is_decoder and axial position shapes)",
+    "zaya": f"{_NO_TINY} (one expert per token only)",
+    "zamba2": f"{_NO_TINY} (its attention width does not follow hidden_size x 2 at this size)",
+    "deepseek_v4": f"{_NO_TINY} (its compressed attention widths do not shrink with hidden_size)",
+    # not text-only causal LMs, or transformers cannot reload what it saved
+    "emu3": "the saved config reloads as Emu3TextConfig, which AutoModelForCausalLM does not map",
+    "mllama": "the saved config reloads as MllamaTextConfig, which AutoModelForCausalLM does not map",
+    "git": "GIT is an image-to-text model: its forward needs pixel_values",
+    "xmod": "X-MOD needs a language adapter chosen before any forward (set_default_language)",
+    "xlstm": "xLSTM's own generate fails on a batch of 2 (matC_old has the wrong shape) in transformers 5.24",
+}
 # architectures left out: even at this size they take minutes to build or run on 2 CPU cores
 TOO_SLOW = {
     "blt": "its byte-level patcher and local encoder/decoder build for over 30 s and GBs of memory at hidden 64",
@@ -130,7 +158,8 @@ def run_pipeline(folder: Path, data: Path, tmp: Path, **train_flags) -> dict[str
     ids = torch.tensor([[1, 67, 68, 69, 70, 2, 201, 1]])
     with torch.no_grad():
         expected, got = peft_model(input_ids=ids).logits, merged(input_ids=ids).logits
-    assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4), (
+    scale = max(1.0, float(expected.abs().max()))  # fp32 rounding grows with the logits (CPM-Ant's reach 20)
+    assert torch.allclose(expected, got, atol=1e-4 * scale, rtol=1e-4), (
         f"merged differs by {(expected - got).abs().max()}"
     )
     return wrapped
@@ -148,10 +177,18 @@ def _arch_params() -> list:
     return params
 
 
+# one weight used by several layers: the unmerged adapter is right, merge refuses (see the test below)
+SHARED_WEIGHTS = {"zamba"}
+
+
 @pytest.mark.parametrize("arch", _arch_params())
 def test_architecture_pipeline(arch, tokenizer_folder, qa_file, tmp_path):
     folder = build_arch(arch, tmp_path / "model", tokenizer_folder)
-    run_pipeline(folder, qa_file, tmp_path)
+    if arch in SHARED_WEIGHTS:
+        with pytest.raises(ConfigError, match="several layers share"):
+            run_pipeline(folder, qa_file, tmp_path)
+    else:
+        run_pipeline(folder, qa_file, tmp_path)
 
 
 def test_moe_targets_experts_never_routers_unless_asked(tokenizer_folder, qa_file, tmp_path):

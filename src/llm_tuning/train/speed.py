@@ -101,6 +101,14 @@ def token_losses(model: Any, rows: list[dict], packing: bool) -> torch.Tensor:
     return losses[labels[:, 1:].flatten() != IGNORE_INDEX]
 
 
+def output_vocab_size(model: Any) -> int:
+    """The output vocabulary: multimodal configs (Gemma-3, Fuyu) keep vocab_size in their text config."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.get_text_config().vocab_size)
+
+
 def check_finite_start(model: Any, reference: float) -> None:
     """Stop before training when the model's own loss on two random rows is already NaN or inf."""
     if not torch.isfinite(torch.tensor(reference)):
@@ -121,7 +129,7 @@ def check_levers(model: Any, packing: bool, lean_logits: bool, lean_mlp: bool = 
     was_training = model.training
     model.eval()  # no dropout: the paths must agree exactly
     try:
-        rows = probe_rows(model.config.vocab_size)
+        rows = probe_rows(output_vocab_size(model))
         reference = probe_loss(model, rows, packing=False, lean=False)
         check_finite_start(model, reference)
         if not (packing or lean_logits or lean_mlp):
