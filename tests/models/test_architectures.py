@@ -45,6 +45,7 @@ FAST = [
 _NO_TINY = "no tiny config of it builds from its defaults here"
 KNOWN_FAILURES: dict[str, str] = {
     # the test cannot build a tiny model (not a fault of llm-tuning; the error seen)
+    "bailing_hybrid": f"{_NO_TINY} (its linear-attention head width comes out 0 at hidden 64)",
     "cohere_compass_text": f"{_NO_TINY} (KeyError 'full_attention' in its layer types)",
     "dbrx": f"{_NO_TINY} (its attention sub-config lacks rope_theta under transformers 5.24)",
     "dots3_note": f"{_NO_TINY} (per_layer_config names layers 2..39)",
