@@ -135,7 +135,7 @@ def attach_lora(model: nn.Module, config: Any, previous_adapter: str | None = No
             "(--adapter), but `llm-tuning merge` will refuse it, as one merged weight cannot hold a "
             "different change per layer",
             len(shared),
-            " = ".join(shared[0]),
+            " = ".join(_plain_path(p) for p in shared[0]),
         )
     return peft_model
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from llm_tuning.models.load import NonFiniteError, likely_nan_cause
+from llm_tuning.models.load import NonFiniteError, likely_nan_cause, non_finite_tensors
 
 WATCHED = ("loss", "grad_norm", "train_loss", "eval_loss")
 
@@ -35,13 +35,16 @@ class FiniteGuard(TrainerCallback):
         }
         if not bad:
             return
-        cause = (
-            "fp16 mixed precision overflows: use --bf16 or train in float32"
-            if self.fp16 or getattr(args, "fp16", False)
-            else likely_nan_cause(self.model)
-        )
-        if state.global_step > 1 and "fp16" not in cause:
-            cause += f"; or the updates diverged (try a lower --learning_rate than {args.learning_rate:g})"
+        broken = non_finite_tensors(self.model)
+        if self.fp16 or getattr(args, "fp16", False):
+            cause = "fp16 mixed precision overflows: use --bf16 or train in float32"
+        elif broken and all("lora_" in name for name in broken):
+            cause = (
+                f"the updates diverged (the LoRA weights now hold NaN/inf): lower --learning_rate "
+                f"(now {args.learning_rate:g}) and keep --max_grad_norm above 0 (now {args.max_grad_norm:g})"
+            )
+        else:
+            cause = likely_nan_cause(self.model)
         raise NonFiniteError(
             f"training stopped at step {state.global_step}: {', '.join(f'{k} {v}' for k, v in bad.items())}. "
             f"Likely cause: {cause}. No adapter was written."
