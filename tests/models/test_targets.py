@@ -118,3 +118,15 @@ def test_shared_weights_are_detected_only_when_adapted():
     config = LoraConfig(r=2, target_modules=["q_proj"])
     groups = shared_weight_groups(get_peft_model(model, config))
     assert groups and all(len(group) == 2 for group in groups)
+
+
+def test_expert_adapters_are_refused_by_mixing_with_the_alternatives():
+    from peft import LoraConfig
+
+    from llm_tuning.models.adapters import check_mixable
+
+    moe = LoraConfig(
+        r=2, target_modules=["q_proj"], target_parameters=["model.layers.0.mlp.experts.down_proj"]
+    )
+    with pytest.raises(ConfigError, match="fused expert weights.*llm-tuning merge"):
+        check_mixable({"one": moe, "two": moe}, "cat")

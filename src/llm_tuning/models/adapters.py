@@ -92,6 +92,11 @@ def check_mixable(configs: dict[str, Any], method: str) -> None:
     if dora:
         raise ConfigError(f"adapters {dora} use DoRA, whose magnitude vectors cannot be mixed by weights; "
                          "use each alone at weight 1, or merge them one after the other with `llm-tuning merge`")  # fmt: skip
+    experts = [name for name, c in configs.items() if getattr(c, "target_parameters", None)]
+    if experts:  # PEFT 0.21's add_weighted_adapter raises on nn.Parameter targets
+        raise ConfigError(f"adapters {experts} adapt fused expert weights (a mixture of experts), which PEFT cannot mix by "
+                          "weights; use each alone at weight 1, merge them one after the other with `llm-tuning merge`, "
+                          "or retrain with --target_modules naming only linear layers (e.g. q_proj,k_proj,v_proj,o_proj)")  # fmt: skip
     kinds = {type(c.target_modules).__name__ for c in configs.values()}
     if len(kinds) > 1:
         raise ConfigError("adapters give target_modules as a regex in some and a list in others, which PEFT cannot "
