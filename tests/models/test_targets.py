@@ -130,3 +130,21 @@ def test_expert_adapters_are_refused_by_mixing_with_the_alternatives():
     )
     with pytest.raises(ConfigError, match="fused expert weights.*llm-tuning merge"):
         check_mixable({"one": moe, "two": moe}, "cat")
+
+
+def test_summary_counts_add_up_to_the_trainable_parameters():
+    """Nested expert wrappers (gate_up_proj inside down_proj) must not be counted twice."""
+    import re as regex
+
+    from llm_tuning.models.lora import adapted_summary, attach_lora, count_parameters
+
+    model = tiny("qwen2_moe")
+    config = lora_config(model, rank=2, dropout=0.0)
+    peft_model = attach_lora(model, config)
+    lines = adapted_summary(peft_model, config.llm_tuning_targets)
+    counted = sum(
+        int(regex.search(r"([\d,]+) trainable", line)[1].replace(",", ""))
+        for line in lines
+        if "LoRA on" in line
+    )
+    assert counted == count_parameters(peft_model)[0]

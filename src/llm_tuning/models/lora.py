@@ -156,8 +156,10 @@ def adapted_summary(peft_model: nn.Module, targets: LoraTargets | None = None) -
             path = f"{path}.{module.parameter_name}"
         kind = targets.kinds.get(path) if targets and path in targets.kinds else block_kind(path, moe)
         per_kind.setdefault(kind, []).append(path)
+        # this layer's own LoRA weights only: a wrapped expert weight nests the next one inside it
+        own = [getattr(module, a, None) for a in ("lora_A", "lora_B", "lora_magnitude_vector")]
         params[kind] = params.get(kind, 0) + sum(
-            p.numel() for n, p in module.named_parameters() if "lora_" in n and p.requires_grad
+            p.numel() for part in own if part is not None for p in part.parameters() if p.requires_grad
         )
     lines = []
     for kind, paths in sorted(per_kind.items()):
