@@ -99,7 +99,7 @@ FLAG_CASES: list[Case] = [
     ("train-eval-steps-0", TRAIN + "--eval_steps 0", {}, ["--eval_steps must be > 0"]),
     ("train-save-limit-0", TRAIN + "--save_total_limit 0", {}, ["--save_total_limit must be >= 1"]),
     ("train-warmup-neg", TRAIN + "--warmup_steps -1", {}, ["--warmup_steps must be >= 0"]),
-    ("train-grad-norm-0", TRAIN + "--max_grad_norm 0", {}, ["--max_grad_norm must be > 0"]),
+    ("train-grad-norm-negative", TRAIN + "--max_grad_norm -1", {}, ["--max_grad_norm must be >= 0"]),
     ("train-weight-decay-neg", TRAIN + "--weight_decay -0.1", {}, ["--weight_decay must be >= 0"]),
     ("train-seq-len-0", TRAIN + "--max_seq_length 0", {}, ["--max_seq_length must be > 0"]),
     ("train-template", TRAIN + "--template alpaca", {}, ["--template 'alpaca' is not valid", "chat"]),

@@ -283,10 +283,10 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 def check_training(cfg: Any) -> None:
     """The numbers every Trainer-based command shares (train, rm, dpo): each flag that the config has."""
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "learning_rate", "num_train_epochs", "logging_steps", "save_steps", "eval_steps", "max_grad_norm"):  # fmt: skip
+                 "learning_rate", "num_train_epochs", "logging_steps", "save_steps", "eval_steps"):  # fmt: skip
         if hasattr(cfg, name):
             check_positive(name, getattr(cfg, name))
-    for name in ("warmup_steps", "weight_decay"):
+    for name in ("warmup_steps", "weight_decay", "max_grad_norm"):  # max_grad_norm 0: no clipping, as in HF
         if hasattr(cfg, name):
             check_positive(name, getattr(cfg, name), allow_zero=True)
     if getattr(cfg, "max_steps", -1) != -1 and cfg.max_steps < 1:
@@ -376,6 +376,9 @@ class LoraOptions:
     target_modules: str = option("auto", "comma-separated module names, or auto: every linear projection")
     use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
     use_rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")
+    lora_on_router: bool = option(
+        False, "mixture of experts: adapt the routers too (off: adapting them destabilises routing)"
+    )
 
     def __post_init__(self) -> None:
         check_positive("lora_rank", self.lora_rank)

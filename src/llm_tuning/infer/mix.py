@@ -38,7 +38,8 @@ from llm_tuning.models.adapters import (
     parse_adapter_spec,
     save_adapter_folder,
 )
-from llm_tuning.models.load import DTYPES, load_model, load_tokenizer
+from llm_tuning.models.load import DTYPES, NonFiniteError, load_model, load_tokenizer, non_finite_tensors
+from llm_tuning.models.targets import shared_weight_groups
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +152,41 @@ def merged_dtype(requested: str, model: Any) -> Any:
     return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
-def merge_adapters(cfg: AdapterSetOptions) -> tuple[Any, Any, list[AdapterSpec]]:
-    """(fp32 model with the adapters, or their mix, folded in; tokenizer; specs): `merge` and `export`."""
+def merge_checked(peft_model: Any, dtype: Any) -> Any:
+    """The merged model in `dtype`, or a ConfigError when merging would write a wrong or broken model:
+    LoRA on a weight several layers share (one merged weight cannot hold a different change per layer),
+    or NaN / inf in the merged weights (a broken adapter or base, or an overflow in the cast)."""
+    shared = shared_weight_groups(peft_model)
+    if shared:
+        paths = " = ".join(p.removeprefix("base_model.model.") for p in shared[0])
+        raise ConfigError(
+            f"cannot merge: the adapter changes {len(shared)} weights that several layers share ({paths}), and a "
+            "merged model has one copy of each, so it would not equal base + adapter. Use the adapter unmerged "
+            "(--adapter FOLDER), or retrain with --target_modules leaving the shared block out"
+        )
+    merged = peft_model.merge_and_unload().to(dtype)
+    bad = non_finite_tensors(merged)
+    if bad:
+        raise NonFiniteError(
+            f"cannot merge: the merged weights hold NaN/inf in {', '.join(bad)} ({dtype}); nothing was written. "
+            "Check the adapter and the base model in float32 (`llm-tuning predict`), or merge with --dtype float32"
+        )
+    return merged
+
+
+def merge_adapters(cfg: AdapterSetOptions, dtype: str = "float32") -> tuple[Any, Any, list[AdapterSpec]]:
+    """(model with the adapters, or their mix, folded in and cast to `dtype`; tokenizer; specs): `merge` and
+    `export`. Merged in float32, checked by merge_checked (shared weights, NaN/inf) after the cast."""
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.adapter)]
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     base = load_model(cfg.model, "float32", cfg.device, cfg.trust_remote_code)  # merge in fp32, then cast
-    merged = apply_adapters(base, specs, cfg.method, cfg.density).merge_and_unload()
+    merged = merge_checked(apply_adapters(base, specs, cfg.method, cfg.density), merged_dtype(dtype, base))
     return merged, tokenizer, specs
 
 
 def run_merge(cfg: MergeConfig) -> FolderResult:
-    merged, tokenizer, specs = merge_adapters(cfg)
-    dtype = merged_dtype(cfg.dtype, merged)
-    merged = merged.to(dtype)
+    merged, tokenizer, specs = merge_adapters(cfg, cfg.dtype)
+    dtype = merged.dtype
 
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp)

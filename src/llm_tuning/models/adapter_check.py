@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def check_adapter_folder(path: str | Path, flag: str = "--adapter") -> AdapterFi
                         hint=REWRITE)  # fmt: skip
     patterns = config.get("rank_pattern") or {}
     ranks = {v[0] for k, v in lora.items() if k.endswith("lora_A.weight") and len(v) == 2}
+    if config.get("target_parameters"):  # PEFT stacks the experts' LoRA: rank x number of experts
+        ranks = {r for r in ranks if r % rank}
     if not patterns and ranks and ranks != {rank}:
         raise DataError(where, None, f"says rank {rank}, but the weights have rank {sorted(ranks)}", "r",
                         "the config and the weights come from different saves; copy them together")  # fmt: skip
@@ -177,6 +180,7 @@ def check_adapter_fits(model: Any, path: str | Path, flag: str = "--adapter") ->
         if not key.endswith(("lora_A.weight", "lora_B.weight")) or len(shape) != 2:
             continue
         name = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
+        name = re.sub(r"(\.base_layer)+$", "", name)  # fused experts: PEFT nests a wrapper per parameter
         if name not in modules:
             raise ConfigError(f"{flag} {path} does not fit --model {current}: it adapts layer {name!r}, which this "
                               f"model has not; the adapter was {_described(files)}; pass that --model")  # fmt: skip

@@ -116,6 +116,11 @@ def check_mixable(configs: dict[str, Any], method: str) -> None:
     if dora:
         raise ConfigError(f"adapters {dora} use DoRA, whose magnitude vectors cannot be mixed by weights; "
                          "use each alone at weight 1, or merge them one after the other with `llm-tuning merge`")  # fmt: skip
+    experts = [name for name, c in configs.items() if getattr(c, "target_parameters", None)]
+    if experts:  # PEFT 0.21's add_weighted_adapter raises on nn.Parameter targets
+        raise ConfigError(f"adapters {experts} adapt fused expert weights (a mixture of experts), which PEFT cannot mix by "
+                          "weights; use each alone at weight 1, merge them one after the other with `llm-tuning merge`, "
+                          "or retrain with --target_modules naming only linear layers (e.g. q_proj,k_proj,v_proj,o_proj)")  # fmt: skip
     kinds = {type(c.target_modules).__name__ for c in configs.values()}
     if len(kinds) > 1:
         raise ConfigError("adapters give target_modules as a regex in some and a list in others, which PEFT cannot "
@@ -137,9 +142,12 @@ def load_adapters(model: Any, specs: list[AdapterSpec], flag: str = "--adapter")
         check_adapter_name(name)
     for spec in specs:  # every folder fits this base model before PEFT sees any of them
         check_adapter_fits(model, spec.path, flag)
-    peft_model = PeftModel.from_pretrained(model, specs[0].path, adapter_name=specs[0].name)
-    for spec in specs[1:]:
-        peft_model.load_adapter(spec.path, adapter_name=spec.name)
+    from llm_tuning.models.lora import native_targets
+
+    with native_targets():
+        peft_model = PeftModel.from_pretrained(model, specs[0].path, adapter_name=specs[0].name)
+        for spec in specs[1:]:
+            peft_model.load_adapter(spec.path, adapter_name=spec.name)
     peft_model.eval()
     return peft_model
 
@@ -229,12 +237,15 @@ def mixed_trainable_adapter(
     """
     from peft import PeftModel
 
+    from llm_tuning.models.lora import native_targets
+
     peft_model = load_adapters(model, specs, "--previous_lora_weights")
     mix_adapters(peft_model, specs, method, density, MIX)
     with tempfile.TemporaryDirectory(prefix="llm-tuning-mix.") as tmp:
         save_adapter_folder(peft_model, MIX, tmp)
         base = peft_model.unload()
-        trainable = PeftModel.from_pretrained(base, tmp, is_trainable=True)
+        with native_targets():
+            trainable = PeftModel.from_pretrained(base, tmp, is_trainable=True)
     trainable.peft_config["default"].inference_mode = False
     return trainable
 

@@ -1,7 +1,15 @@
-"""Batched generation with left padding, shared by predict, chat, the demo, SDE, RLHF and the server."""
+"""Batched generation with left padding, shared by predict, chat, the demo, SDE, RLHF and the server.
+
+    llm-tuning predict --model chatglm2-folder --trust_remote_code --data_path test.jsonl
+
+Remote-code models written for transformers 4 can break `generate` under transformers 5 (ChatGLM2 calls
+the removed `_extract_past_from_model_output`). For those, generation falls back, with a log line, to a
+plain decode loop of ours (`decode_loop`): greedy or sampled, one row at a time, no KV cache.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +17,9 @@ from typing import Any
 import torch
 
 from llm_tuning.config import check_positive, check_range, option
+
+logger = logging.getLogger(__name__)
+OWN_DECODE = "_llm_tuning_own_decode"  # set on a model whose generate() failed once
 
 
 @dataclass
@@ -69,7 +80,7 @@ def generate(
         tokenizer.padding_side = side
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
-    output = model.generate(**batch, **generation_kwargs(opts, tokenizer), **extra)
+    output = _generate_ids(model, tokenizer, batch, opts, extra)
     new = output[:, batch["input_ids"].shape[1] :]  # (batch, new_tokens)
     results = []
     for row, prompt_mask in zip(new, batch["attention_mask"], strict=True):
@@ -82,6 +93,74 @@ def generate(
         text = tokenizer.decode(ids[:n], skip_special_tokens=True)
         results.append(Generated(text.strip(), n, int(prompt_mask.sum())))
     return results
+
+
+def runs_remote_code(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__module__.startswith("transformers_modules")
+
+
+def _generate_ids(
+    model: Any, tokenizer: Any, batch: dict, opts: GenerationOptions, extra: dict
+) -> torch.Tensor:
+    """model.generate, or our decode loop for remote code whose generate fails under this transformers."""
+    if not getattr(model, OWN_DECODE, False):
+        try:
+            return model.generate(**batch, **generation_kwargs(opts, tokenizer), **extra)
+        except (AttributeError, TypeError, NotImplementedError, KeyError, IndexError, ValueError) as err:
+            if not runs_remote_code(model):
+                raise
+            import transformers
+
+            logger.warning("this model's own generate() fails under transformers %s (%s: %s); using llm-tuning's "
+                           "plain decode loop instead (slower: no KV cache)", transformers.__version__,
+                           type(err).__name__, err)  # fmt: skip
+            setattr(model, OWN_DECODE, True)
+    return decode_loop(model, batch["input_ids"], batch["attention_mask"], opts, _stop_ids(tokenizer),
+                       tokenizer.pad_token_id or 0)  # fmt: skip
+
+
+def next_token(logits: torch.Tensor, seen: torch.Tensor, opts: GenerationOptions) -> int:
+    """One token from (vocab,) logits: repetition penalty, then greedy or temperature / top-k / top-p sampling."""
+    logits = logits.float().clone()
+    if opts.repetition_penalty != 1.0 and len(seen):
+        picked = logits[seen]
+        logits[seen] = torch.where(
+            picked > 0, picked / opts.repetition_penalty, picked * opts.repetition_penalty
+        )
+    if not opts.do_sample:
+        return int(logits.argmax())
+    logits = logits / max(opts.temperature, 1e-5)
+    if 0 < opts.top_k < logits.numel():
+        logits[logits < logits.topk(opts.top_k).values[-1]] = float("-inf")
+    probs = torch.softmax(logits, -1)
+    if opts.top_p < 1.0:
+        ordered, order = probs.sort(descending=True)
+        drop = ordered.cumsum(0) - ordered > opts.top_p  # keep the smallest set reaching top_p
+        probs[order[drop]] = 0.0
+    return int(torch.multinomial(probs / probs.sum(), 1))
+
+
+@torch.inference_mode()
+def decode_loop(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, opts: GenerationOptions,
+                stop_ids: set[int], pad_id: int) -> torch.Tensor:  # fmt: skip
+    """(batch, prompt + new) ids like `generate` returns, decoded row by row with full forwards (no cache, no
+    padding inside the model, so a remote model's own position and mask handling is never involved)."""
+    replies = []
+    for ids, mask in zip(input_ids, attention_mask, strict=True):
+        current = ids[mask.bool()]  # the prompt without its left padding
+        new: list[int] = []
+        for _ in range(opts.max_new_tokens):
+            logits = model(input_ids=current[None]).logits[0, -1]  # (vocab,)
+            token = next_token(logits, current, opts)
+            new.append(token)
+            current = torch.cat([current, current.new_tensor([token])])
+            if token in stop_ids:
+                break
+        replies.append(new)
+    width = max((len(r) for r in replies), default=0)
+    padded = [r + [pad_id] * (width - len(r)) for r in replies]
+    return torch.cat([input_ids, input_ids.new_tensor(padded).view(len(replies), width)], dim=1)
 
 
 def _stop_ids(tokenizer: Any) -> set[int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from llm_tuning.config import ConfigError
 from llm_tuning.models.resolve import ModelNotFoundError, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -107,3 +108,38 @@ def _not_found_message(model: str, err: Exception) -> str:
         f"Use a local Hugging Face folder (with config.json), a hub id reachable from this machine, "
         f"or a built-in name: {', '.join(EMBEDDED_MODELS)}"
     )
+
+
+class NonFiniteError(ConfigError):
+    """A loss or weight that is NaN or infinite; the message names the likely cause (exit 2 in the CLI)."""
+
+
+def non_finite_tensors(model: Any, limit: int = 3) -> list[str]:
+    """Names of (up to `limit`) parameters or buffers holding NaN or inf."""
+    bad = []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def likely_nan_cause(model: Any) -> str:
+    """What usually makes this model's loss non-finite, for an error message."""
+    bad = non_finite_tensors(model)
+    if bad:
+        return (
+            f"these weights or buffers hold NaN/inf: {', '.join(bad)} (a remote-code model's buffers that are "
+            "not saved with the weights, such as rotary cos/sin caches, come back uninitialised: fix its code "
+            "to rebuild them, or load a checkpoint that was saved whole)"
+        )
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype == torch.float16:
+        return "fp16 activations overflow: use --dtype bfloat16 or float32"
+    if "transformers_modules" in type(getattr(model, "get_base_model", lambda: model)()).__module__:
+        return (
+            "this model runs its own remote code, whose caches (e.g. rotary cos/sin buffers) may not have "
+            "been rebuilt under this transformers version; check it in float32 without LoRA first"
+        )
+    return "the weights are finite, so the forward itself overflows: try --dtype float32 or a lower learning rate"

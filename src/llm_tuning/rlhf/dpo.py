@@ -106,7 +106,7 @@ def build_policy(cfg: DPOConfig) -> tuple[Any, Any]:
     if cfg.sft_adapter:
         return attach_lora(model, None, cfg.sft_adapter, "--sft_adapter"), None
     return model, lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                              cfg.use_dora, cfg.use_rslora)  # fmt: skip
+                              cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
 
 
 def held_out_metrics(

@@ -137,7 +137,8 @@ def build_reward_model(cfg: RewardModelConfig, pad_token_id: int) -> Any:
         logger.info("reward model LoRA initialised from %s", cfg.sft_adapter)
         return model
     config = lora_config(rm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora,
-                         cfg.use_rslora, task_type="SEQ_CLS", modules_to_save=[head])  # fmt: skip
+                         cfg.use_rslora, task_type="SEQ_CLS", modules_to_save=[head],
+                         on_router=cfg.lora_on_router)  # fmt: skip
     return get_peft_model(rm, config)
 
 

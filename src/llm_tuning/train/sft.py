@@ -53,6 +53,7 @@ from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, nee
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.train.finite import FiniteGuard
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
@@ -236,6 +237,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
         # without use_cpu, torchrun's CPU processes would each train alone on all the data
         **cpu_process_flags(on_cpu(cfg)),
+        logging_nan_inf_filter=False,  # a NaN loss must show (train/finite.py stops on it), not be averaged away
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -265,7 +267,7 @@ def build_model(cfg: TrainConfig) -> Any:
     if specs:  # continue one earlier adapter, with its own LoRA config
         return attach_lora(model, None, specs[0].path)
     config = lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                         cfg.use_dora, cfg.use_rslora)  # fmt: skip
+                         cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
     return attach_lora(model, config, None)
 
 
@@ -354,8 +356,9 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     collector = LogCollector()
     marks = resume_point(cfg, [d._fingerprint for d in (train_set, eval_set) if d is not None], collector)
     model = build_model(cfg)
+    guard = FiniteGuard(model, cfg.fp16)
     trainer = make_trainer(
-        cfg, model, tokenizer, (train_set, eval_set), [collector, marks, *(callbacks or [])]
+        cfg, model, tokenizer, (train_set, eval_set), [collector, marks, guard, *(callbacks or [])]
     )
     marks.trainer = trainer
     output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)

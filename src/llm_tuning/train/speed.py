@@ -8,12 +8,18 @@ Padding-free packing relies on the model honouring restarting `position_ids` as 
 would silently attend across rows). Lean logits rely on the model calling its output layer once on the
 final hidden states. `check_levers` compares the loss of two random rows through each lever with the
 plain padded loss the model computes itself; a lever that disagrees is switched off with a warning.
+Packing is compared token by token (a leak across rows shows in the later row's tokens, where a mean
+over both rows would dilute it), and it is switched off without trying on models whose forward takes no
+`position_ids` (RWKV, Mamba) or that carry a recurrent state (SSM / linear-attention layers in hybrids):
+their state runs from one packed row into the next. A non-finite reference loss stops the run.
 """
 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +30,7 @@ from torch import nn
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import IGNORE_INDEX
 from llm_tuning.data.packing import PackedCollator
+from llm_tuning.models.load import NonFiniteError, likely_nan_cause
 from llm_tuning.train.lean_mlp import plain_mlp, use_lean_mlp
 from llm_tuning.train.loss import lean_forward
 
@@ -63,6 +70,54 @@ def probe_loss(model: Any, rows: list[dict], packing: bool, lean: bool) -> float
         return float(model(**batch).loss)
 
 
+# layers whose state flows along the sequence whatever the position_ids say
+RECURRENT_LAYER = re.compile(r"mamba|rwkv|recurrent|rglru|linearattention|gateddeltanet|mlstm|slstm|shortconv|"
+                             r"conv$", re.IGNORECASE)  # fmt: skip
+
+
+def packing_blocker(model: Any) -> str | None:
+    """Why packed rows would leak into each other in this model (None: the numeric check decides)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        return f"{type(base).__name__} takes no position_ids, so it cannot tell packed rows apart"
+    for module in base.modules():
+        name = type(module).__name__
+        if RECURRENT_LAYER.search(name) and not name.endswith(("MLP", "Norm")):
+            return f"its {name} layers carry a state from one packed row into the next"
+    return None
+
+
+def token_losses(model: Any, rows: list[dict], packing: bool) -> torch.Tensor:
+    """The loss of every trained token of `rows`, in order, through the padded or packed path."""
+    device = next(model.parameters()).device
+    batch = _on((PackedCollator() if packing else PadCollator(0))(rows), device)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**batch).logits.float()  # (batch, seq, vocab)
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    # PackedCollator already masks each row's first label, so the trained tokens line up with the padded ones
+    return losses[labels[:, 1:].flatten() != IGNORE_INDEX]
+
+
+def output_vocab_size(model: Any) -> int:
+    """The output vocabulary: multimodal configs (Gemma-3, Fuyu) keep vocab_size in their text config."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.get_text_config().vocab_size)
+
+
+def check_finite_start(model: Any, reference: float) -> None:
+    """Stop before training when the model's own loss on two random rows is already NaN or inf."""
+    if not torch.isfinite(torch.tensor(reference)):
+        raise NonFiniteError(
+            f"the model's loss before any training is {reference} on random tokens, so training cannot work: "
+            f"{likely_nan_cause(model)}"
+        )
+
+
 def _tolerance(model: Any) -> float:
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     return 1e-4 if dtype == torch.float32 else 3e-2
@@ -71,24 +126,33 @@ def _tolerance(model: Any) -> float:
 def check_levers(model: Any, packing: bool, lean_logits: bool, lean_mlp: bool = False) -> Levers:
     """The levers asked for, minus any whose probe loss differs from the plain padded loss; the lean MLP
     (train/lean_mlp.py) is switched on here, on the gated MLPs it applies to, and off again if it differs."""
-    if not (packing or lean_logits or lean_mlp):
-        return Levers(False, False)
     was_training = model.training
     model.eval()  # no dropout: the paths must agree exactly
     try:
-        rows = probe_rows(model.config.vocab_size)
+        rows = probe_rows(output_vocab_size(model))
         reference = probe_loss(model, rows, packing=False, lean=False)
+        check_finite_start(model, reference)
+        if not (packing or lean_logits or lean_mlp):
+            return Levers(False, False)
         tol = _tolerance(model) * max(abs(reference), 1.0)
-        levers = Levers(packing, lean_logits, lean_mlp and use_lean_mlp(model) > 0)
+        blocker = packing_blocker(model) if packing else None
+        if blocker:
+            logger.info("--packing switched off: %s", blocker)
+        levers = Levers(packing and not blocker, lean_logits, lean_mlp and use_lean_mlp(model) > 0)
         for name, kwargs in (("lean_mlp", {"packing": False, "lean": False}),
                              ("packing", {"packing": True, "lean": False}),
                              ("lean_logits", {"packing": False, "lean": True})):  # fmt: skip
             if not getattr(levers, name):
                 continue
             try:
-                value = probe_loss(model, rows, **kwargs)
-                agrees = abs(value - reference) <= tol
-                detail = f"loss {value:.6f} vs {reference:.6f}"
+                if name == "packing":  # token by token: a leak into the later row is not averaged away
+                    plain, packed = token_losses(model, rows, False), token_losses(model, rows, True)
+                    worst = float((plain - packed).abs().max())
+                    agrees, detail = worst <= tol, f"a token's loss differs by {worst:.2e}"
+                else:
+                    value = probe_loss(model, rows, **kwargs)
+                    agrees = abs(value - reference) <= tol
+                    detail = f"loss {value:.6f} vs {reference:.6f}"
             except (ValueError, RuntimeError, TypeError) as err:
                 agrees, detail = False, f"{type(err).__name__}: {err}"
             if not agrees:
