@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import random_adapter
 
-from llm_tuning.models.adapters import AdapterSpec, load_adapters, use_adapter
+from llm_tuning.models.adapters import AdapterSpec, load_adapters, mix_adapters, use_adapter
 from llm_tuning.models.batch_engine import PEFT_BASE, BatchDecoder, GenRequest, decode_all
 from llm_tuning.models.generate import _stop_ids
 from llm_tuning.models.load import load_model, load_tokenizer
@@ -124,3 +124,19 @@ def test_plain_model_without_adapters(tiny_model):
     assert [r.tokens for r in results] == [
         reference(model, tokenizer, q.input_ids, None, 5) for q in requests
     ]
+
+
+def test_per_row_weighted_mix_equals_a_cat_mix_adapter(two_adapters):
+    """A row asking for math:0.7+style:0.3 gets what PEFT's `cat` mix of the two computes, next to other rows."""
+    model, tokenizer = two_adapters
+    specs = [AdapterSpec("math", "", 0.7), AdapterSpec("style", "", 0.3)]
+    if "both" not in model.peft_config:
+        mix_adapters(model, specs, "cat", None, "both")
+    mix = (("math", 0.7), ("style", 0.3))
+    requests = [GenRequest(tokenizer(p, add_special_tokens=False).input_ids, a, 8)
+                for p in PROMPTS[:4] for a in (mix, "math", PEFT_BASE)]  # fmt: skip
+    results = decode_all(BatchDecoder(model, _stop_ids(tokenizer)), requests, max_batch=5)
+    for req, res in zip(requests, results, strict=True):
+        adapter = "both" if req.adapter == mix else req.adapter
+        assert res.tokens == reference(model, tokenizer, req.input_ids, adapter, 8)
+    assert [r.tokens for r in results[0::3]] != [r.tokens for r in results[1::3]]  # the mix is not just math

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+Mix = tuple[tuple[str, float], ...]
 PEFT_BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
 GREEDY_BELOW = 1e-5  # a temperature under this decodes greedily
 
@@ -36,7 +38,9 @@ class UnsupportedModel(RuntimeError):
 @dataclass
 class GenRequest:
     input_ids: list[int]
-    adapter: str | None = None  # a loaded PEFT adapter, "__base__" for none; None: the model as it is set up
+    # a loaded PEFT adapter, "__base__" for none, None: the model as it is set up; or a per-row mix:
+    # ((adapter, weight), ...), the weighted sum of those adapters' LoRA outputs (what a `cat` mix computes)
+    adapter: str | Mix | None = None
     max_new_tokens: int = 256
     temperature: float = 0.0  # < GREEDY_BELOW: greedy
     top_p: float = 1.0
@@ -84,6 +88,44 @@ def _sample(logits: torch.Tensor, row: _Row) -> int:
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=row.generator))
+
+
+@contextmanager
+def _mix_hooks(model: Any, mixes: dict[int, Mix]) -> Iterator[None]:
+    """While in it, every LoRA Linear adds, to each mix row's output, sum_i weight_i * scaling_i * B_i(A_i(x)).
+
+    The mix rows run as "__base__" in PEFT's mixed batch, so this sum is their whole LoRA update: exactly
+    what `add_weighted_adapter(..., combination_type="cat")` builds (A_i scaled by weight_i * scaling_i,
+    concatenated), up to float rounding.
+    """
+    if not mixes:
+        yield
+        return
+    from peft.tuners.lora import Linear as LoraLinear
+
+    groups: dict[Mix, list[int]] = {}
+    for row, mix in mixes.items():
+        groups.setdefault(mix, []).append(row)
+
+    def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = args[0]  # (batch, seq, in)
+        for mix, rows in groups.items():
+            extra = None
+            for name, weight in mix:
+                if name in module.lora_A:
+                    a, b = module.lora_A[name], module.lora_B[name]
+                    out = b(a(x[rows].to(a.weight.dtype))) * (module.scaling[name] * weight)
+                    extra = out if extra is None else extra + out
+            if extra is not None:
+                output[rows] += extra.to(output.dtype)
+        return output
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, LoraLinear)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -135,17 +177,21 @@ class BatchDecoder:
         return len(self.rows)
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, adapters: list[str | None]
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, adapters: list[Any]
     ) -> tuple[Any, torch.Tensor]:
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
+        mixes = {i: a for i, a in enumerate(adapters) if isinstance(a, tuple)}
         if self.peft and any(a is not None for a in adapters):
             current = self._current()
             if current == PEFT_BASE and any(a not in (None, PEFT_BASE) for a in adapters):
                 # PEFT ignores adapter_names inside disable_adapter(): the rows would silently get the base model
                 raise RuntimeError("rows name adapters while the model's adapters are disabled")
-            kwargs["adapter_names"] = [a or current for a in adapters]
+            kwargs["adapter_names"] = [
+                PEFT_BASE if i in mixes else a or current for i, a in enumerate(adapters)
+            ]
         kwargs[self.cache_arg] = cache
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
+        with _mix_hooks(self.model, mixes):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
         cache = getattr(out, "cache", None)
         cache = out.past_key_values if cache is None else cache
         return cache, out.logits[:, -1, :].float()  # (batch, vocab)
@@ -197,6 +243,10 @@ class BatchDecoder:
         self.next_pos = torch.cat([self.next_pos, pos])
         self.logits = torch.cat([self.logits, logits])
         self.rows += rows
+
+    def clear(self) -> None:
+        """Drop every row (after a failed forward, whose cache may be half-updated)."""
+        self._keep([])
 
     def _keep(self, keep: list[int]) -> None:
         """Keep only these rows; drop the cache columns that are padding in every row left."""
