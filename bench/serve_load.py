@@ -1,7 +1,7 @@
 """Load on `llm-tuning serve`: 1, 8 and 32 concurrent clients, half asking adapter A and half adapter B.
 
     .venv/bin/python bench/serve_load.py                        # embedded SmolLM2-135M, two random LoRA adapters
-    .venv/bin/python bench/serve_load.py --tiny --clients 1,8   # a random tiny Llama (plumbing check)
+    .venv/bin/python bench/serve_load.py --tiny                 # a random Llama, hidden 256 x 4 layers
 
 For each engine (`--engine batch`, the continuously batched decode loop, and `--engine serial`, the previous
 one-request-at-a-time path) a real server is started as a subprocess on 127.0.0.1; every client thread sends
@@ -109,7 +109,11 @@ def wave(url: str, clients: int, max_tokens: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--tiny", action="store_true", help="a random tiny Llama instead of --model")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a random Llama (--hidden, --layers) instead of --model"
+    )
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--max_batch", type=int, default=32)
@@ -117,7 +121,11 @@ def main() -> None:
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = str(benchlib.make_tiny_model(root / "tiny")) if args.tiny else resolve_model(args.model)
+        model = (
+            str(benchlib.make_tiny_model(root / "tiny", hidden=args.hidden, layers=args.layers))
+            if args.tiny
+            else resolve_model(args.model)
+        )
         adapters = [f"A={random_adapter(model, root / 'A', 8, ('q_proj', 'v_proj'), seed=1)}",
                     f"B={random_adapter(model, root / 'B', 8, ('q_proj', 'v_proj'), seed=2)}"]  # fmt: skip
         table = {}

@@ -128,3 +128,18 @@ def test_serial_engine_answers_the_same(served):
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_a_per_request_mix_equals_the_cat_mix_and_bad_mixes_get_400(served):
+    math, style = served["adapters"]
+    expected = offline(served, [f"{math}:0.7", f"{style}:0.3"], QUESTION, 12, method="cat")
+    for model in ("math:0.7+style:0.3", "math:0.7+style:0.3@cat"):
+        reply = chat(served["url"], model).json()
+        assert reply["choices"][0]["message"]["content"].strip() == expected.text and reply["model"] == model
+    assert chat(served["url"], "math:0.7+style:0.3").json() != chat(served["url"], "math").json()["choices"]
+    for model, words in [("math:0.7+nope:0.3", "no adapter named 'nope'"), ("math:x+style:1", "not a number"),
+                         ("math:0.5+math:0.5", "named twice"), ("math:0.7+style:0.3@linear", "only cat")]:  # fmt: skip
+        response = chat(served["url"], model)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "model" and error["code"] == "invalid_mix" and words in error["message"]
