@@ -138,9 +138,8 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(30)
-    print(
-        f"model {'tiny random llama' if args.tiny else args.model}, {args.max_tokens} new tokens, half A half B"
-    )
+    name = f"random llama hidden {args.hidden} x {args.layers} layers" if args.tiny else args.model
+    print(f"model {name}, {args.max_tokens} new tokens, half A half B")
     print(
         f"{'clients':>7} {'engine':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'ttft50':>7} {'ttft99':>7} {'errors':>6}"
     )
