@@ -85,7 +85,7 @@ class Scheduler:
         with self.cond:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(
-                    f"{len(self.waiting)} requests are already waiting (--max_queue {self.max_queue})"
+                    f"the queue is full ({len(self.waiting)} waiting, --max_queue {self.max_queue})"
                 )
             self.waiting.append(ticket)
             self.cond.notify()
