@@ -143,3 +143,20 @@ def test_a_per_request_mix_equals_the_cat_mix_and_bad_mixes_get_400(served):
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["param"] == "model" and error["code"] == "invalid_mix" and words in error["message"]
+
+
+def test_a_model_the_engine_cannot_batch_is_served_one_request_at_a_time(tmp_path):
+    """A sliding-window cache cannot be merged by left padding: the server says so and runs the serial path."""
+    import tiny_models
+
+    tokenizer = tiny_models.build_tokenizer(tmp_path)
+    tiny_models.build_model(tmp_path, "mistral", vocab_size=len(tokenizer), sliding_window=8)
+    engine = build_engine(ServeConfig(model=str(tmp_path), served_name="tiny"))
+    assert engine.scheduler is None
+    url, server, thread = start(build_app(engine))
+    try:
+        reply = chat(url, "tiny", max_tokens=4)
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 4
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -38,7 +38,14 @@ from llm_tuning.models.adapters import (
     parse_row_mix,
     use_adapter,
 )
-from llm_tuning.models.batch_engine import GREEDY_BELOW, PEFT_BASE, GenRequest, Mix
+from llm_tuning.models.batch_engine import (
+    GREEDY_BELOW,
+    PEFT_BASE,
+    BatchDecoder,
+    GenRequest,
+    Mix,
+    UnsupportedModel,
+)
 from llm_tuning.models.generate import _stop_ids
 from llm_tuning.models.load import load_model, load_tokenizer
 
@@ -186,7 +193,9 @@ class Engine:
         self.context = getattr(model.config, "max_position_embeddings", None)
         self.not_row_mixable = _not_row_mixable(model)
         self.scheduler = (
-            Scheduler(model, self.stop_ids, cfg.max_batch, cfg.max_queue) if cfg.engine == "batch" else None
+            Scheduler(model, self.stop_ids, cfg.max_batch, cfg.max_queue)
+            if cfg.engine == "batch" and _batchable(model)
+            else None
         )
 
     def model_ids(self) -> list[str]:
@@ -336,6 +345,16 @@ class Engine:
 
     def complete(self, job: Job) -> Outcome:
         return self.run(job, lambda piece: None, threading.Event())
+
+
+def _batchable(model: Any) -> bool:
+    """Whether the batch engine can run this model (one probe forward); if not, serve one request at a time."""
+    try:
+        BatchDecoder(model, []).add([(0, GenRequest([0], None, 1))])
+    except UnsupportedModel as err:
+        logger.warning("%s: serving one request at a time (as --engine serial)", err)
+        return False
+    return True
 
 
 def _not_row_mixable(model: Any) -> set[str]:
