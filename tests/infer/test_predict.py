@@ -93,3 +93,17 @@ def test_predict_errors(tiny_model, prompts_file):
         PredictConfig(model=tiny_model, data_path=str(prompts_file), batch_size=0)
     with pytest.raises(DataError, match="row 1, field 'question'"):
         run(PredictConfig(model=tiny_model, data_path=str(prompts_file), prompt_key="question"))
+
+
+def test_engine_equals_plain_generate_batches(tiny_model):
+    """generate_all (the batch engine: rows leave when done, others join) equals model.generate batch by batch."""
+    from llm_tuning.models.generate import generate_batches
+    from llm_tuning.models.load import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = load_model(tiny_model, device="cpu")
+    prompts = [r["q"] for r in ROWS] + ["x", "What is 9 x 8? " * 5]
+    opts = GenerationOptions(max_new_tokens=7)
+    engine, _ = generate_all(model, tokenizer, prompts, opts, batch_size=3)
+    plain, _ = generate_batches(model, tokenizer, prompts, opts, batch_size=3)
+    assert engine == plain

@@ -1,8 +1,11 @@
-"""The model behind `llm-tuning serve`: its adapters and mixes by name, and generation under one lock.
+"""The model behind `llm-tuning serve`: its adapters and mixes by name, and generation for each request.
 
-`Engine.run` generates for one request with the requested adapter set inside the lock (the base model
-runs with adapters disabled), streams decoded text through stop strings, and reports token counts.
-HTTP lives in `llm_tuning.infer.server`.
+With `--engine batch` (the default) requests join one decode loop (`llm_tuning.infer.scheduler`): rows of
+different adapters and sampling settings share every forward, and a request whose client left, or whose
+stop string came, leaves the batch at the next step; past `--max_queue` waiting requests `enqueue` raises
+a 429. With `--engine serial` (the previous behaviour) one request generates at a time under a lock, with
+its adapter set inside it. Either way `Engine.run` streams decoded text through stop strings and reports
+token counts. HTTP lives in `llm_tuning.infer.server`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from llm_tuning.data.encode import prompt_ids
 from llm_tuning.data.formats import Message
 from llm_tuning.infer.guard import check_hosts, check_origins
 from llm_tuning.infer.openai_api import ApiError, ChatRequest, CompletionRequest, SamplingRequest, StopFilter
+from llm_tuning.infer.scheduler import QueueFull, Scheduler, Ticket
 from llm_tuning.models.adapters import (
     BASE,
     MIX,
@@ -32,7 +36,16 @@ from llm_tuning.models.adapters import (
     mix_adapters,
     parse_adapter_spec,
     parse_mix_spec,
+    parse_row_mix,
     use_adapter,
+)
+from llm_tuning.models.batch_engine import (
+    GREEDY_BELOW,
+    PEFT_BASE,
+    BatchDecoder,
+    GenRequest,
+    Mix,
+    UnsupportedModel,
 )
 from llm_tuning.models.generate import _stop_ids
 from llm_tuning.models.load import load_model, load_tokenizer
@@ -74,13 +87,19 @@ class ServeConfig(ModelOptions):
         [],
         "web origins (scheme://host[:port]) whose pages may call the API; default: same origin only; * any",
     )
+    engine: str = option(
+        "batch", "batch: requests share a continuously batched decode loop; serial: one request at a time"
+    )
+    max_batch: int = option(16, "most requests decoded together (--engine batch)")
+    max_queue: int = option(64, "requests that may wait for a place in the batch; past it: HTTP 429")
 
     def __post_init__(self) -> None:
         validate_groups(self)
         self.api_key = self.api_key or os.environ.get("LLM_TUNING_API_KEY") or None
         check_choice("mix_method", self.mix_method, MIX_METHODS)
         check_choice("template", self.template, ("chat", "none"))
-        for name in ("default_max_tokens", "max_tokens_limit", "max_request_bytes"):
+        check_choice("engine", self.engine, ("batch", "serial"))
+        for name in ("default_max_tokens", "max_tokens_limit", "max_request_bytes", "max_batch", "max_queue"):
             check_positive(name, getattr(self, name))
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port must be a TCP port in 1..65535, got {self.port}")
@@ -93,20 +112,19 @@ class ServeConfig(ModelOptions):
         self.cors_origins = check_origins(self.cors_origins)
 
 
-# a temperature under this is greedy decoding: dividing logits by ~1e-300 overflows to inf and sampling fails
-GREEDY_BELOW = 1e-5
-
-
 @dataclass
 class Job:
     model: str  # the id the client asked for
-    adapter: str | None  # the loaded adapter that answers it; None = base model
+    adapter: str | Mix | None  # the loaded adapter that answers it, or a per-row mix; None = base model
     input_ids: list[int]
     max_tokens: int
     temperature: float
     top_p: float
     seed: int | None
     stops: list[str]
+    ticket: Ticket | None = (
+        None  # its place in the batch engine's queue (--engine batch), from Engine.enqueue
+    )
 
 
 @dataclass
@@ -157,6 +175,10 @@ class _Streamer:
         self.ids.extend(value.reshape(-1).tolist())
         self._release(final=False)
 
+    def add(self, token: int) -> None:
+        self.ids.append(token)
+        self._release(final=False)
+
     def end(self) -> None:
         self._release(final=True)
 
@@ -170,16 +192,45 @@ class Engine:
         self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to use from two threads at once
         self.stop_ids = sorted(_stop_ids(tokenizer))
         self.context = getattr(model.config, "max_position_embeddings", None)
+        self.not_row_mixable = _not_row_mixable(model)
+        self.scheduler = (
+            Scheduler(model, self.stop_ids, cfg.max_batch, cfg.max_queue)
+            if cfg.engine == "batch" and _batchable(model)
+            else None
+        )
 
     def model_ids(self) -> list[str]:
         """Ids for /v1/models: the base model's name first (`base` is an alias), adapters, mixes."""
         return [name for i, name in enumerate(self.variants) if name != BASE or i == 0]
 
-    def resolve(self, model: str) -> str | None:
+    def resolve(self, model: str) -> str | Mix | None:
+        """The adapter name for `model` (None: the base model), or the per-row mix it spells."""
+        if model not in self.variants and ("+" in model or ":" in model or "@" in model):
+            return self._row_mix(model)
         if model not in self.variants:
             raise ApiError(404, f"The model {model!r} does not exist here; served models: {', '.join(self.model_ids())}",
                            "model", "model_not_found")  # fmt: skip
         return self.variants[model]
+
+    def _row_mix(self, model: str) -> Mix:
+        """`math:0.7+style:0.3`: computed per row by the batch engine, exactly as a `cat` mix would."""
+        if self.scheduler is None:
+            raise ApiError(400, f"the mix {model!r} can only be computed per request with --engine batch; this "
+                           "server runs --engine serial", "model", "invalid_mix")  # fmt: skip
+        adapters = {
+            n: self.model.peft_config[n]
+            for n in self.variants.values()
+            if n and n in getattr(self.model, "peft_config", {})
+        }
+        try:
+            mix = parse_row_mix(model, adapters)
+        except ConfigError as err:
+            raise ApiError(400, str(err), "model", "invalid_mix") from None
+        odd = sorted({name for name, _ in mix} & self.not_row_mixable)
+        if odd:
+            raise ApiError(400, f"mix {model!r}: {odd} put LoRA on layers other than Linear (e.g. embeddings), which "
+                           "a per-request mix cannot compute; serve it as a --mix", "model", "invalid_mix")  # fmt: skip
+        return mix
 
     def chat_job(self, req: ChatRequest) -> Job:
         messages = [
@@ -209,8 +260,23 @@ class Engine:
         max_tokens = asked or min(self.cfg.default_max_tokens, room or self.cfg.default_max_tokens)
         return Job(req.model, adapter, ids, max_tokens, req.temperature, req.top_p, req.seed, req.stops())
 
+    def enqueue(self, job: Job) -> None:
+        """Give `job` its place in the batch engine's queue now (before a response starts): 429 when full."""
+        if self.scheduler is None or job.ticket is not None:
+            return
+        greedy = job.temperature < GREEDY_BELOW
+        request = GenRequest(job.input_ids, job.adapter or PEFT_BASE, job.max_tokens, 0.0 if greedy else job.temperature,
+                             job.top_p, seed=job.seed)  # fmt: skip
+        try:
+            job.ticket = self.scheduler.submit(request)
+        except QueueFull as err:
+            raise ApiError(429, f"the server is busy: {err}; retry shortly", kind="rate_limit_error",
+                           code="queue_full") from None  # fmt: skip
+
     def run(self, job: Job, emit: Callable[[str], None], cancel: threading.Event) -> Outcome:
         """Generate for `job`, passing text pieces to `emit` as they come (stop strings cut out)."""
+        if self.scheduler is not None:
+            return self._run_batched(job, emit, cancel)
         stop_filter, stopped, pieces = StopFilter(job.stops), threading.Event(), []
 
         def on_text(piece: str) -> None:
@@ -248,8 +314,60 @@ class Engine:
         ended = stop_filter.stopped or (streamer.ids and streamer.ids[-1] in self.stop_ids)
         return Outcome("".join(pieces), "stop" if ended else "length", len(job.input_ids), len(streamer.ids))
 
+    def _run_batched(self, job: Job, emit: Callable[[str], None], cancel: threading.Event) -> Outcome:
+        """Wait for `job`'s tokens from the decode loop; decode and filter them here, off the loop's thread."""
+        self.enqueue(job)
+        ticket = job.ticket
+        ticket.also_cancel_on(cancel)  # the client left: the row leaves the batch at the next step
+        stop_filter, pieces = StopFilter(job.stops), []
+
+        def on_text(piece: str) -> None:
+            out = stop_filter.feed(piece)
+            if out:
+                pieces.append(out)
+                emit(out)
+
+        streamer = _Streamer(self.tokenizer, on_text, self.tokenizer_lock)
+        try:
+            for token in ticket.tokens():
+                streamer.add(token)
+                if stop_filter.stopped:
+                    break
+            else:
+                streamer.end()
+        finally:
+            ticket.stop.set()  # a stop string, an error, or this thread interrupted: free the row
+        tail = stop_filter.flush()
+        if tail:
+            pieces.append(tail)
+            emit(tail)
+        ended = stop_filter.stopped or (streamer.ids and streamer.ids[-1] in self.stop_ids)
+        return Outcome("".join(pieces), "stop" if ended else "length", len(job.input_ids), len(streamer.ids))
+
     def complete(self, job: Job) -> Outcome:
         return self.run(job, lambda piece: None, threading.Event())
+
+
+def _batchable(model: Any) -> bool:
+    """Whether the batch engine can run this model (one probe forward); if not, serve one request at a time."""
+    try:
+        BatchDecoder(model, []).add([(0, GenRequest([0], None, 1))])
+    except UnsupportedModel as err:
+        logger.warning("%s: serving one request at a time (as --engine serial)", err)
+        return False
+    return True
+
+
+def _not_row_mixable(model: Any) -> set[str]:
+    """Adapters with LoRA on anything but Linear layers: the per-row mix hook only computes Linear ones."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    names: set[str] = set()
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and not isinstance(module, LoraLinear):
+            names |= set(module.lora_A) | set(getattr(module, "lora_embedding_A", {}))
+    return names
 
 
 def build_engine(cfg: ServeConfig) -> Engine:

@@ -6,8 +6,9 @@
 `/v1/models`, `/v1/chat/completions` and `/v1/completions`, streamed (server-sent events) or not. The
 request's `model` picks the base model (its folder name, or `base`), an adapter by name, or a mix named
 at start-up (weighted `--adapter` specs also make one named `mix`). `temperature`, `top_p`, `max_tokens`,
-`stop` and `seed` are honoured and token usage is reported. One generation runs at a time: the adapter
-is chosen inside the lock, so concurrent requests for different adapters never see each other's.
+`stop` and `seed` are honoured and token usage is reported. Requests share one continuously batched
+decode loop, each row with its own adapter and sampling settings (`--engine batch`, `--max_batch`; past
+`--max_queue` waiting requests the answer is 429), or run one at a time under a lock (`--engine serial`).
 Parsing, tokenizing and generating run in worker threads (the event loop keeps answering), and a
 generation stops as soon as its client hangs up, streamed or not. `llm_tuning.infer.guard` decides
 what gets in (Host, Origin, JSON bodies, the key; `--allowed_hosts`, `--cors_origins`).
@@ -132,6 +133,7 @@ async def _complete(engine: Engine, job: Job, request: Request) -> Outcome:
 async def _answer(engine: Engine, request: Request, chat: bool) -> Any:
     body = await _read_body(request, engine.cfg.max_request_bytes)
     req, job = await run_in_threadpool(_prepare, engine, body, chat)
+    engine.enqueue(job)  # a place in the batch engine's queue, or 429, before any response starts
     rid = new_id("chatcmpl" if chat else "cmpl")
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -266,3 +266,39 @@ def load_with_adapters(
     base = load_model(model, dtype, device, trust_remote_code)
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(adapters or [])]
     return apply_adapters(base, specs, mix_method, density), tokenizer
+
+
+ROW_MIX_METHODS = ("cat",)  # the methods a single row can compute from the loaded adapters (batch_engine)
+
+
+def parse_row_mix(text: str, adapters: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """`math:0.7+style:0.3[@cat]` -> (("math", 0.7), ("style", 0.3)): a mix computed per row, not at start-up.
+
+    `adapters` maps the loaded adapter names to their PEFT configs. Only `cat` can be computed per row (it is
+    the weighted sum of the adapters' LoRA outputs); the other methods build new weights, so they must be
+    configured at start-up. Raises ConfigError naming what is wrong.
+    """
+    spec, _, method = text.partition("@")
+    if method and method not in ROW_MIX_METHODS:
+        raise ConfigError(f"mix {text!r}: {method!r} cannot be computed per request (only {', '.join(ROW_MIX_METHODS)}, a "
+                          f"weighted sum of the adapters' outputs, can); serve it as a --mix with --mix_method {method}")  # fmt: skip
+    mix: dict[str, float] = {}
+    for part in spec.split("+"):
+        name, colon, weight = part.strip().partition(":")
+        if name not in adapters:
+            raise ConfigError(f"mix {text!r}: no adapter named {name!r}; loaded adapters: {', '.join(adapters)}; "
+                              "write ADAPTER:WEIGHT+ADAPTER:WEIGHT, e.g. math:0.7+style:0.3")  # fmt: skip
+        if name in mix:
+            raise ConfigError(f"mix {text!r}: {name!r} is named twice")
+        try:
+            value = float(weight) if colon else 1.0
+        except ValueError:
+            raise ConfigError(f"mix {text!r}: the weight {weight!r} of {name!r} is not a number") from None
+        if value != value or abs(value) == float("inf"):
+            raise ConfigError(f"mix {text!r}: the weight of {name!r} must be a finite number")
+        if getattr(adapters[name], "use_dora", False):
+            raise ConfigError(
+                f"mix {text!r}: {name!r} uses DoRA, whose magnitude vectors cannot be mixed by weights"
+            )
+        mix[name] = value
+    return tuple(mix.items())

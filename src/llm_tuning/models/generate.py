@@ -1,10 +1,12 @@
-"""Batched generation with left padding, shared by predict, chat, the demo, SDE, RLHF and the server.
+"""Batched generation shared by predict, compare, chat, the demo, SDE and RLHF: the batch engine
+(llm_tuning.models.batch_engine), or `model.generate` over left-padded batches where it cannot run.
 
     llm-tuning predict --model chatglm2-folder --trust_remote_code --data_path test.jsonl
 
 Remote-code models written for transformers 4 can break `generate` under transformers 5 (ChatGLM2 calls
-the removed `_extract_past_from_model_output`). For those, generation falls back, with a log line, to a
-plain decode loop of ours (`decode_loop`): greedy or sampled, one row at a time, no KV cache.
+the removed `_extract_past_from_model_output`). They skip the engine (their forward's cache handling is
+their own), and where their `generate` fails, generation falls back, with a log line, to a plain decode loop
+of ours (`decode_loop`): greedy or sampled, one row at a time, no KV cache.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from llm_tuning.config import check_positive, check_range, option
+from llm_tuning.models.batch_engine import BatchDecoder, GenRequest, UnsupportedModel, decode_all
 
 logger = logging.getLogger(__name__)
 OWN_DECODE = "_llm_tuning_own_decode"  # set on a model whose generate() failed once
@@ -172,7 +175,43 @@ def _stop_ids(tokenizer: Any) -> set[int]:
 def generate_all(
     model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int = 8, **kw: Any
 ) -> tuple[list[Generated], float]:
-    """Generate for every prompt, batching prompts of similar length; returns results and seconds."""
+    """Generate for every prompt with the batch engine (at most `batch_size` rows at once, shortest prompts
+    first, finished rows leave and waiting ones join); returns results in prompt order and seconds."""
+    start = time.perf_counter()
+    if runs_remote_code(model):
+        return generate_batches(model, tokenizer, prompts, opts, batch_size, **kw)
+    try:
+        results = _engine_generate(model, tokenizer, prompts, opts, batch_size, **kw)
+    except UnsupportedModel as err:
+        logger.info("%s: generating batch by batch with model.generate", err)
+        return generate_batches(model, tokenizer, prompts, opts, batch_size, **kw)
+    return results, time.perf_counter() - start
+
+
+def _engine_generate(
+    model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int,
+    add_special_tokens: bool = False,
+) -> list[Generated]:  # fmt: skip
+    ids = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # less padding in the running batch
+    sampling = (
+        {"temperature": opts.temperature, "top_p": opts.top_p, "top_k": opts.top_k} if opts.do_sample else {}
+    )
+    requests = [GenRequest(ids[i], None, opts.max_new_tokens, repetition_penalty=opts.repetition_penalty,
+                           **sampling) for i in order]  # fmt: skip
+    decoded = decode_all(BatchDecoder(model, _stop_ids(tokenizer)), requests, batch_size)
+    results: list[Generated | None] = [None] * len(prompts)
+    for i, out in zip(order, decoded, strict=True):
+        text = tokenizer.decode(out.tokens, skip_special_tokens=True)
+        results[i] = Generated(text.strip(), len(out.tokens), len(ids[i]))
+    return results  # type: ignore[return-value]
+
+
+def generate_batches(
+    model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int = 8, **kw: Any
+) -> tuple[list[Generated], float]:
+    """The plain way: `model.generate` over fixed batches of similar length (for models the engine cannot run,
+    and as the baseline of bench/predict_speed.py)."""
     start = time.perf_counter()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less left padding per batch
     results: list[Generated | None] = [None] * len(prompts)

@@ -1,0 +1,77 @@
+"""Batch predict: the batch engine against a plain loop of `model.generate` over batches of the same size.
+
+    .venv/bin/python bench/predict_speed.py                       # embedded SmolLM2-135M, 32 rows, batch 8
+    .venv/bin/python bench/predict_speed.py --tiny --rows 64      # a random tiny Llama (plumbing check)
+
+The same rows (long-tailed prompt lengths from benchlib, and instructions that ask for one word up to a long
+explanation, so answer lengths are long-tailed too) go through both, greedy, in one process, one after the
+other: `generate_all` (rows sorted by prompt length, finished rows leave, waiting rows join) and
+`generate_batches` (the previous way: `model.generate` per fixed batch, sorted by length too, every row
+decoding until the batch's longest answer ends). Prints rows/s, generated tokens/s, the ratio, and how many
+answers are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import benchlib
+
+from llm_tuning.data.formats import prompt_messages
+from llm_tuning.data.template import prompt_text
+from llm_tuning.models.generate import GenerationOptions, generate_all, generate_batches
+from llm_tuning.models.load import load_model, load_tokenizer
+from llm_tuning.models.resolve import resolve_model
+
+ASKS = ["Answer in one word:", "Answer in one short sentence:", "Summarize in two sentences:",
+        "Explain in detail, with examples:"]  # fmt: skip
+
+
+def prompts_for(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    rows = benchlib.make_rows(count, low=16, high=256, seed=seed)
+    # mostly short answers, a few long ones: the tail the plain loop waits for
+    return [f"{rng.choices(ASKS, weights=(4, 3, 2, 1))[0]} {r['prompt']}" for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--tiny", action="store_true", help="a random tiny Llama instead of --model")
+    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=96)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(benchlib.make_tiny_model(Path(tmp))) if args.tiny else resolve_model(args.model)
+        tokenizer, model = load_tokenizer(folder), load_model(folder, device="cpu")
+    model.eval()
+    prompts = [prompt_text(tokenizer, prompt_messages(p), "chat") for p in prompts_for(args.rows)]
+    opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    generate_all(model, tokenizer, prompts[:2], GenerationOptions(max_new_tokens=2), 2)  # warm-up
+    runs = {}
+    for name, fn in (("engine", generate_all), ("plain generate", generate_batches)):
+        start = time.perf_counter()
+        results, _ = fn(model, tokenizer, prompts, opts, args.batch_size)
+        runs[name] = (results, time.perf_counter() - start)
+    lengths = sorted(r.new_tokens for r in runs["engine"][0])
+    print(f"{args.rows} rows, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, model "
+          f"{'tiny random llama' if args.tiny else args.model}; answer tokens min/median/max "
+          f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}")  # fmt: skip
+    print(f"{'':16} {'seconds':>8} {'rows/s':>8} {'gen tok/s':>10}")
+    for name, (results, seconds) in runs.items():
+        tokens = sum(r.new_tokens for r in results)
+        print(f"{name:16} {seconds:8.1f} {len(results) / seconds:8.2f} {tokens / seconds:10.1f}")
+    (eng, t_eng), (plain, t_plain) = runs["engine"], runs["plain generate"]
+    same = sum(a.text == b.text for a, b in zip(eng, plain, strict=True))
+    print(f"engine / plain: {t_plain / t_eng:.2f}x rows/s; identical answers {same}/{len(eng)}")
+
+
+if __name__ == "__main__":
+    main()
