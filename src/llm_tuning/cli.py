@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "merge adapters into the base model: a full model folder"),
     "compare": ("llm_tuning.infer.compare:CompareConfig", "llm_tuning.infer.compare:run",
                 "answers of the base model, each adapter and their mix, side by side"),
+    "eval": ("llm_tuning.eval.evaluate:EvalConfig", "llm_tuning.eval.evaluate:run",
+             "score the base model, each adapter and their mix on held-out rows (EM, F1, ROUGE-L, BLEU, loss)"),
     "serve": ("llm_tuning.infer.server:ServeConfig", "llm_tuning.infer.server:run",
               "OpenAI-compatible API and chat page for a model and its adapters"),
     "demo": ("llm_tuning.demo:DemoConfig", "llm_tuning.demo:run",
