@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "answers of the base model, each adapter and their mix, side by side"),
     "eval": ("llm_tuning.eval.evaluate:EvalConfig", "llm_tuning.eval.evaluate:run",
              "score the base model, each adapter and their mix on held-out rows (EM, F1, ROUGE-L, BLEU, loss)"),
+    "forgetting": ("llm_tuning.eval.forgetting:ForgettingConfig", "llm_tuning.eval.forgetting:run",
+                   "what adapters lost on general questions (score, KL to base) and gained on their domain"),
     "serve": ("llm_tuning.infer.server:ServeConfig", "llm_tuning.infer.server:run",
               "OpenAI-compatible API and chat page for a model and its adapters"),
     "demo": ("llm_tuning.demo:DemoConfig", "llm_tuning.demo:run",
