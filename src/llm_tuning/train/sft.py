@@ -38,6 +38,7 @@ from llm_tuning.config import (
 )
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import mark_trained_span
+from llm_tuning.data.mixing import DataSource, mix_datasets, parse_data_source
 from llm_tuning.data.packing import PackedCollator
 from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
 from llm_tuning.data.tokenize import run as tokenize
@@ -48,6 +49,7 @@ from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
+from llm_tuning.train.replay import write_replay_file
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
 logger = logging.getLogger(__name__)
@@ -58,8 +60,15 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     """LoRA supervised fine-tuning on a tokenized folder or a data file."""
 
     tokenized_dataset: str | None = option(None, "folder from `llm-tuning tokenize` (or its --save_name)")
-    data: str | None = option(None, "a JSON/JSONL/CSV file to tokenize (cached) and train on",
-                              aliases=("input_file", "data_path", "train_file"))  # fmt: skip
+    data: list[str] | str | None = option(None, "a JSON/JSONL/CSV file to tokenize (cached) and train on; repeat "
+                                          "to mix files, FILE:RATIO to sample one to that share of the mix",
+                                          aliases=("input_file", "data_path", "train_file"))  # fmt: skip
+    replay: int = option(
+        0, "the base model answers N general prompts first; its answers are mixed in (replay)"
+    )
+    replay_prompts: str | None = option(
+        None, "prompts for --replay (default: the built-in general questions)"
+    )
     eval_data: str | None = option(None, "a separate evaluation file (default: split --eval_split off)")
     eval_split: float = option(0.0, "share of rows held out for evaluation (0 = none)")
     eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
@@ -114,6 +123,10 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
         validate_groups(self)
         if isinstance(self.previous_lora_weights, str):  # one folder, as the original and recipes give it
             self.previous_lora_weights = [self.previous_lora_weights]
+        if isinstance(self.data, list) and len(self.data) == 1:  # one file stays a plain value, as before
+            self.data = self.data[0]
+        if self.replay < 0 or (self.replay and self.tokenized_dataset):
+            raise ConfigError(f"--replay must be >= 0 and goes with --data files, got {self.replay}")
         if not self.tokenized_dataset and not self.data:
             raise ConfigError("give the training data: --tokenized_dataset FOLDER or --data FILE")
         if self.tokenized_dataset and self.data:
@@ -171,6 +184,17 @@ def on_cpu(cfg: TrainConfig) -> bool:
     return pick_device(cfg.device).type == "cpu"
 
 
+def data_sources(cfg: TrainConfig) -> list[DataSource] | None:
+    """The --data files to mix (and the replay file, written here), or None for one file used whole."""
+    specs = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
+    sources = [parse_data_source(s) for s in specs]
+    if cfg.replay:
+        sources.append(DataSource(str(write_replay_file(cfg))))
+    if len(sources) == 1 and sources[0].ratio is None and not cfg.replay:
+        return None
+    return sources
+
+
 def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     """(train, eval or None); under torchrun the main process tokenizes first, the others reuse it."""
     from accelerate import PartialState
@@ -178,14 +202,21 @@ def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
 
     # cpu=True: on a machine without GPUs accelerate only sees torchrun's processes (gloo) when told so
     with PartialState(cpu=on_cpu(cfg)).main_process_first():
-        folder = (
-            find_tokenized(cfg.tokenized_dataset)
-            if cfg.tokenized_dataset
-            else tokenized_from_file(cfg, cfg.data)
-        )
+        sources = data_sources(cfg)
+        if sources is None:
+            folder = (
+                find_tokenized(cfg.tokenized_dataset)
+                if cfg.tokenized_dataset
+                else tokenized_from_file(cfg, cfg.data)
+            )
+        else:
+            folders = [tokenized_from_file(cfg, s.path) for s in sources]
         eval_folder = tokenized_from_file(cfg, cfg.eval_data) if cfg.eval_data else None
-    check_tokenized_for(folder, cfg.model)
-    train = load_from_disk(str(folder))
+    if sources is None:
+        check_tokenized_for(folder, cfg.model)
+        train = load_from_disk(str(folder))
+    else:
+        train, _ = mix_datasets([load_from_disk(str(f)) for f in folders], sources, cfg.seed)
     evaluation = load_from_disk(str(eval_folder)) if eval_folder else None
     if evaluation is None and cfg.eval_split > 0:
         parts = train.train_test_split(test_size=cfg.eval_split, seed=cfg.seed)
