@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from llm_tuning.config import ConfigError
 from llm_tuning.data.read import write_jsonl
 from llm_tuning.data.template import prompt_text
 from llm_tuning.eval.general_set import general_rows
@@ -45,6 +46,9 @@ def write_replay_file(cfg: Any, max_new_tokens: int = 128) -> Path:
                                     batch_size=8, add_special_tokens=cfg.template == "none")  # fmt: skip
     rows = [{"messages": [*p, {"role": "assistant", "content": r.text}]}
             for p, r in zip(chosen, results, strict=True) if r.text.strip()]  # fmt: skip
+    if not rows:
+        raise ConfigError(f"--replay {cfg.replay}: the base model gave an empty answer to every replay prompt, so "
+                          "there is nothing to replay; use --replay_prompts it can answer, or --data FILE:RATIO")  # fmt: skip
     path = write_jsonl(rows, Path(cfg.output_dir) / "replay.jsonl")
     logger.info("replay: the base model answered %d general prompts in %.0f s (%d non-empty) -> %s", len(chosen),
                 seconds, len(rows), path)  # fmt: skip
