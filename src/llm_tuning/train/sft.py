@@ -46,6 +46,7 @@ from llm_tuning.models.adapters import mixed_trainable_adapter, needs_mix, parse
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.train.generation_eval import check_eval_selection, generation_metrics
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
@@ -72,6 +73,16 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     eval_data: str | None = option(None, "a separate evaluation file (default: split --eval_split off)")
     eval_split: float = option(0.0, "share of rows held out for evaluation (0 = none)")
     eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
+    eval_metrics: str = option("", "generation metrics at each evaluation, comma-separated: exact_match, contains, "
+                                   "token_f1, rouge_l, bleu (train/generation_eval.py)")  # fmt: skip
+    eval_generate_rows: int = option(32, "eval rows answered for --eval_metrics")
+    eval_max_new_tokens: int = option(64, "longest reply generated for --eval_metrics")
+    metric_for_best_model: str | None = option(
+        None, "loss, or one of --eval_metrics: the best checkpoint by it"
+    )
+    load_best_model_at_end: bool = option(
+        False, "save the best checkpoint's adapter (by --metric_for_best_model)"
+    )
     output_dir: str = option("weights/lora", "where the adapter, logs and checkpoints go")
     previous_lora_weights: list[str] = option([], "continue an earlier adapter; repeat as dir:weight to start "
                                               "from a weighted mix of several (see --mix_method)")  # fmt: skip
@@ -133,6 +144,7 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
             raise ConfigError("give either --tokenized_dataset or --data, not both")
         if not 0 <= self.eval_split < 1:
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
+        check_eval_selection(self)
         if self.fp16 and self.bf16:
             raise ConfigError("choose one of --fp16 and --bf16")
         if self.torch_threads < 0:
@@ -247,6 +259,12 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         use_cpu=on_cpu(cfg),  # without it, torchrun's CPU processes would each train alone on all the data
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
+    if has_eval and (cfg.metric_for_best_model or cfg.load_best_model_at_end):
+        from llm_tuning.eval.metrics import HIGHER_IS_BETTER
+
+        best = cfg.metric_for_best_model or "loss"
+        kwargs.update(metric_for_best_model=best, greater_is_better=HIGHER_IS_BETTER.get(best, False),
+                      load_best_model_at_end=cfg.load_best_model_at_end)  # fmt: skip
     kwargs.update(cfg.extra_args)
     return TrainingArguments(**kwargs)
 
@@ -343,7 +361,12 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     )
     model = build_model(cfg)
     collector = LogCollector()
-    trainer = make_trainer(cfg, model, tokenizer, (train_set, eval_set), [collector, *(callbacks or [])])
+    generation = generation_metrics(cfg, tokenizer, eval_set)
+    trainer = make_trainer(
+        cfg, model, tokenizer, (train_set, eval_set), [collector, *generation, *(callbacks or [])]
+    )
+    for callback in generation:
+        callback.trainer = trainer
     resume = cfg.resume_from_checkpoint
     output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
