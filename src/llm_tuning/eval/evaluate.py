@@ -32,6 +32,7 @@ from llm_tuning.config import (
     validate_groups,
 )
 from llm_tuning.data.template import prompt_text
+from llm_tuning.eval.harness import run_tasks, task_manager
 from llm_tuning.eval.likelihood import encode_conversations, target_nll
 from llm_tuning.eval.metrics import BUILTIN_METRICS, GENERATION_METRICS, LOSS_METRICS, SEGMENTERS, score_rows
 from llm_tuning.eval.report import (
@@ -72,11 +73,16 @@ class EvalConfig(InferenceOptions):
     limit: int | None = option(None, "only the first N rows")
     max_new_tokens: int = option(128, "longest reply in tokens", aliases=("max_tokens",))
     max_seq_length: int = option(2048, "longest row scored for loss (prompt + target tokens)")
+    tasks: str = option("", "lm-eval benchmark tasks, comma-separated (e.g. mmlu,gsm8k); needs lm-eval")
+    task_path: str | None = option(None, "a folder of your own lm-eval task YAMLs (its include_path)")
+    num_fewshot: int | None = option(None, "few-shot examples for --tasks (default: each task's own)")
 
     def __post_init__(self) -> None:
         validate_groups(self)
-        if not self.data_path:
-            raise ConfigError("--data_path is required: a JSON/JSONL/CSV file of held-out rows with targets")
+        if not self.data_path and not self.tasks:
+            raise ConfigError(
+                "give --data_path (a JSON/JSONL/CSV file of held-out rows with targets) or --tasks"
+            )
         check_positive("batch_size", self.batch_size)
         check_choice("segmenter", self.segmenter, SEGMENTERS)
         unknown = [m for m in self.metric_names if m not in BUILTIN_METRICS]
@@ -99,6 +105,7 @@ class EvalResult:
     rows_per_second: dict[str, float]
     changes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     compare_by: str = ""
+    benchmarks: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def summary(self) -> str:
         metrics = list(next(iter(self.scores.values())))
@@ -108,7 +115,10 @@ class EvalResult:
         for name, change in self.changes.items():
             lines.append(f"{name} vs base on {self.compare_by}: better on rows {_short(change['gained'])}, "
                          f"worse on rows {_short(change['lost'])}")  # fmt: skip
-        return "\n".join([*lines, "", f"report: {self.output_dir / 'eval.md'} and eval.json"])
+        for name, tasks in self.benchmarks.items():
+            lines.append(f"lm-eval {name}: " + "; ".join(f"{t} " + ", ".join(f"{m} {v:.4g}" for m, v in ms.items())
+                                                        for t, ms in tasks.items()))  # fmt: skip
+        return "\n".join([*lines, "", f"report: {self.output_dir}/"])
 
 
 def _short(numbers: list[int], n: int = 10) -> str:
@@ -167,6 +177,32 @@ def compare_metric(cfg: EvalConfig) -> str:
 
 
 def run(cfg: EvalConfig) -> EvalResult:
+    tasks = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+    manager = task_manager(tasks, cfg.task_path) if tasks else None  # an unknown task fails before any work
+    if not cfg.data_path:
+        return run_benchmarks(cfg, tasks, manager)
+    result = run_rows(cfg)
+    if tasks:
+        result.benchmarks = run_benchmarks(cfg, tasks, manager, result.output_dir).benchmarks
+    return result
+
+
+def run_benchmarks(cfg: EvalConfig, tasks: list[str], manager: Any, out: Path | None = None) -> EvalResult:
+    """lm-eval's scores of every variant on `tasks`, into OUTPUT_DIR/benchmarks.json and .md."""
+    model, tokenizer, names = load_variants(cfg)
+    scores = run_tasks(model, tokenizer, names, tasks, manager, cfg.batch_size, cfg.limit, cfg.num_fewshot)
+    out = Path(cfg.output_dir or out or "eval")
+    write_json_atomic(
+        out / "benchmarks.json", {"config": config_to_dict(cfg), "tasks": tasks, "scores": scores}
+    )
+    columns = sorted({f"{t}/{m}" for v in scores.values() for t, ms in v.items() for m in ms})
+    flat = {n: {c: scores[n].get(c.split("/")[0], {}).get(c.split("/")[1]) for c in columns} for n in names}
+    write_text_atomic(out / "benchmarks.md", f"# lm-eval: {', '.join(tasks)} (model {cfg.model})\n\n"
+                      + markdown_table(["model", *columns], [[n, *(fmt("", flat[n][c]) for c in columns)] for n in names]))  # fmt: skip
+    return EvalResult(out, names, flat, {}, benchmarks=scores)
+
+
+def run_rows(cfg: EvalConfig) -> EvalResult:
     generation = [m for m in cfg.metric_names if m in GENERATION_METRICS] + list(cfg.metric)
     targets_for = f"--metrics {','.join(cfg.metric_names)}" + "".join(f" --metric {m}" for m in cfg.metric)
     rows = read_eval_rows(cfg.data_path, cfg.prompt_key, cfg.target_key, cfg.limit, targets_for)
