@@ -202,7 +202,7 @@ def data_sources(cfg: TrainConfig) -> list[DataSource] | None:
     sources = [parse_data_source(s) for s in specs]
     if cfg.replay:
         sources.append(DataSource(str(write_replay_file(cfg))))
-    if len(sources) == 1 and sources[0].ratio is None and not cfg.replay:
+    if not sources or (len(sources) == 1 and sources[0].ratio is None and not cfg.replay):
         return None
     return sources
 
