@@ -39,11 +39,11 @@ def test_forgetting_report_on_the_built_in_set_with_a_domain(tiny_model, held_ou
     assert (zero.kl, zero.changed, zero.general, zero.domain) == (0.0, 0.0, base.general, base.domain)
     assert rand.kl > 0 and rand.changed > 0
     report = json.loads((tmp_path / "f" / "forgetting.json").read_text(encoding="utf-8"))
-    assert report["general_set"].endswith("general.jsonl") and len(report["general_rows"]) == 6
+    assert report["general_set"].endswith("forgetting_general_set.jsonl") and len(report["general_rows"]) == 6
     for row in report["general_rows"]:  # the regressed rows are those whose score dropped
         lost = row["scores"]["rand"] < row["scores"]["base"]
         assert (row["row"] in rand.regressed) == lost
-    assert {p.name for p in (tmp_path / "f").iterdir()} == {"general.jsonl", "forgetting.json", "forgetting.md",
+    assert {p.name for p in (tmp_path / "f").iterdir()} == {"forgetting_general_set.jsonl", "forgetting.json", "forgetting.md",
                                                           "forgetting.png"}  # fmt: skip
     assert (tmp_path / "f" / "forgetting.png").read_bytes()[:4] == b"\x89PNG"
     assert "| rand |" in (tmp_path / "f" / "forgetting.md").read_text(encoding="utf-8")

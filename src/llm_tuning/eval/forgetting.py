@@ -138,7 +138,7 @@ def read_sets(cfg: ForgettingConfig, out: Path) -> tuple[list[EvalRow], list[Eva
         general = read_eval_rows(cfg.general, cfg.prompt_key, cfg.target_key, cfg.limit)
         source = cfg.general
     else:  # the built-in set, written out so the user sees what was asked
-        source = str(write_general_set(out / "general.jsonl"))
+        source = str(write_general_set(out / "forgetting_general_set.jsonl"))
         general = read_eval_rows(source, limit=cfg.limit)
     domain = None
     if cfg.domain:
