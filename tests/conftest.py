@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ASSETS = Path(__file__).parent / "assets"
 
-from tiny_models import CHATML, build_model, build_tokenizer  # noqa: E402
+from tiny_models import CHATML_WITH_SYSTEM, build_model, build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +54,6 @@ def isolated_home(tmp_path, monkeypatch):
     shared.mkdir(parents=True, exist_ok=True)
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "models").symlink_to(shared)
-
-
-CHATML_WITH_SYSTEM = (
-    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
-    "{% endif %}" + CHATML
-)
 
 
 @pytest.fixture(scope="session")

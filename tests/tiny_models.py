@@ -83,3 +83,10 @@ def random_adapter(
                         init_lora_weights=False, **kw)  # fmt: skip
     get_peft_model(model, config).save_pretrained(folder)
     return str(folder)
+
+
+# ChatML whose template adds a default system turn (the `other_model` fixture's, and export's Modelfile tests)
+CHATML_WITH_SYSTEM = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{% endif %}" + CHATML
+)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tiny_models
 import torch
-from conftest import CHATML_WITH_SYSTEM
+from tiny_models import CHATML_WITH_SYSTEM
 
 from llm_tuning.cli import main
 from llm_tuning.config import ConfigError

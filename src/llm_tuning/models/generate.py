@@ -190,8 +190,9 @@ def generate_all(
 
 def _engine_generate(
     model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int,
-    add_special_tokens: bool = False,
+    add_special_tokens: bool = False, **generate_kwargs: Any,
 ) -> list[Generated]:  # fmt: skip
+    """The engine's way; `generate_kwargs` (e.g. use_cache) are for model.generate, which it does not call."""
     ids = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # less padding in the running batch
     sampling = (

@@ -16,19 +16,16 @@ RewardFunctionError that names it.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import numbers
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from llm_tuning.config import ConfigError
 from llm_tuning.eval.answers import final_number, is_correct
+from llm_tuning.eval.user_functions import load_function
 
 RewardFn = Callable[..., list[float]]
 # A reply that commits to one answer on one line, "... = 42" (the arithmetic demo's target format).
@@ -70,32 +67,6 @@ class NamedReward:
         return self.name.rsplit(":", 1)[-1]
 
 
-def _import_module(module: str, spec: str) -> Any:
-    if module.endswith(".py") or "/" in module:
-        path = Path(module)
-        if not path.is_file():
-            raise ConfigError(f"--reward {spec}: file {path} does not exist")
-        loader_spec = importlib.util.spec_from_file_location(f"llm_tuning_reward_{path.stem}", path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ConfigError(f"--reward {spec}: {path} is not a Python file; give file.py:function")
-        loaded = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
-        sys.modules[loader_spec.name] = loaded  # type: ignore[union-attr]
-        try:
-            loader_spec.loader.exec_module(loaded)  # type: ignore[union-attr]
-        except Exception as err:  # the user's file: report where it failed, not our traceback
-            del sys.modules[loader_spec.name]  # type: ignore[union-attr]
-            line = f", line {err.lineno}" if isinstance(err, SyntaxError) else ""
-            raise ConfigError(
-                f"--reward {spec}: running {path}{line} raised {type(err).__name__}: {err}"
-            ) from None
-        return loaded
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError(f"--reward {spec}: cannot import module {module!r} ({err}); put it on PYTHONPATH "
-                          "or give a file, e.g. --reward ./my_rewards.py:my_function") from err  # fmt: skip
-
-
 def load_reward(spec: str, weight: float = 1.0) -> NamedReward:
     """A built-in name (exact_match, format) or `module:function` / `path/to/file.py:function`."""
     if spec in BUILTIN_REWARDS:
@@ -103,11 +74,7 @@ def load_reward(spec: str, weight: float = 1.0) -> NamedReward:
     if ":" not in spec:
         raise ConfigError(f"--reward {spec!r} is not a built-in reward ({', '.join(BUILTIN_REWARDS)}) "
                           "nor module:function")  # fmt: skip
-    module, name = spec.rsplit(":", 1)
-    fn = getattr(_import_module(module, spec), name, None)
-    if not callable(fn):
-        raise ConfigError(f"--reward {spec}: {module!r} has no function {name!r}")
-    return NamedReward(spec, fn, weight)
+    return NamedReward(spec, load_function(spec, "--reward"), weight)
 
 
 def load_rewards(specs: list[str], weights: list[float] | None = None) -> list[NamedReward]:

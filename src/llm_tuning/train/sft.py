@@ -43,6 +43,7 @@ from llm_tuning.config import (
 )
 from llm_tuning.data.collate import PadCollator
 from llm_tuning.data.encode import mark_trained_span
+from llm_tuning.data.mixing import DataSource, mix_datasets, parse_data_source
 from llm_tuning.data.packing import PackedCollator
 from llm_tuning.data.read import DataError
 from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
@@ -54,9 +55,11 @@ from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_f
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.finite import FiniteGuard
+from llm_tuning.train.generation_eval import check_eval_selection, generation_metrics
 from llm_tuning.train.loss import LeanLossTrainer
 from llm_tuning.train.packed_attention import use_packed_attention
 from llm_tuning.train.quantized import check_4bit, load_4bit_model
+from llm_tuning.train.replay import write_replay_file
 from llm_tuning.train.sharding import check_launch, cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
 
@@ -68,11 +71,28 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     """LoRA supervised fine-tuning on a tokenized folder or a data file."""
 
     tokenized_dataset: str | None = option(None, "folder from `llm-tuning tokenize` (or its --save_name)")
-    data: str | None = option(None, "a JSON/JSONL/CSV file to tokenize (cached) and train on",
-                              aliases=("input_file", "data_path", "train_file"))  # fmt: skip
+    data: list[str] | str | None = option(None, "a JSON/JSONL/CSV file to tokenize (cached) and train on; repeat "
+                                          "to mix files, FILE:RATIO to sample one to that share of the mix",
+                                          aliases=("input_file", "data_path", "train_file"))  # fmt: skip
+    replay: int = option(
+        0, "the base model answers N general prompts first; its answers are mixed in (replay)"
+    )
+    replay_prompts: str | None = option(
+        None, "prompts for --replay (default: the built-in general questions)"
+    )
     eval_data: str | None = option(None, "a separate evaluation file (default: split --eval_split off)")
     eval_split: float = option(0.0, "share of rows held out for evaluation (0 = none)")
     eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
+    eval_metrics: str = option("", "generation metrics at each evaluation, comma-separated: exact_match, contains, "
+                                   "token_f1, rouge_l, bleu (train/generation_eval.py)")  # fmt: skip
+    eval_generate_rows: int = option(32, "eval rows answered for --eval_metrics")
+    eval_max_new_tokens: int = option(64, "longest reply generated for --eval_metrics")
+    metric_for_best_model: str | None = option(
+        None, "loss, or one of --eval_metrics: the best checkpoint by it"
+    )
+    load_best_model_at_end: bool = option(
+        False, "save the best checkpoint's adapter (by --metric_for_best_model)"
+    )
     output_dir: str = option("weights/lora", "where the adapter, logs and checkpoints go")
     previous_lora_weights: list[str] = option([], "continue an earlier adapter; repeat as dir:weight to start "
                                               "from a weighted mix of several (see --mix_method)")  # fmt: skip
@@ -126,6 +146,10 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
         validate_groups(self)
         if isinstance(self.previous_lora_weights, str):  # one folder, as the original and recipes give it
             self.previous_lora_weights = [self.previous_lora_weights]
+        if isinstance(self.data, list) and len(self.data) == 1:  # one file stays a plain value, as before
+            self.data = self.data[0]
+        if self.replay < 0 or (self.replay and self.tokenized_dataset):
+            raise ConfigError(f"--replay must be >= 0 and goes with --data files, got {self.replay}")
         if not self.tokenized_dataset and not self.data:
             raise ConfigError("give the training data: --tokenized_dataset FOLDER or --data FILE")
         if self.tokenized_dataset and self.data:
@@ -135,6 +159,7 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
         check_training(self)
         check_choice("mix_method", self.mix_method, MIX_METHODS)
         check_positive("dataloader_num_workers", self.dataloader_num_workers, allow_zero=True)
+        check_eval_selection(self)
         if self.torch_threads < 0:
             raise ConfigError(f"--torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
         if self.mmap_threshold_mb < 0:
@@ -184,6 +209,17 @@ def on_cpu(cfg: TrainConfig) -> bool:
     return pick_device(cfg.device).type == "cpu"
 
 
+def data_sources(cfg: TrainConfig) -> list[DataSource] | None:
+    """The --data files to mix (and the replay file, written here), or None for one file used whole."""
+    specs = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
+    sources = [parse_data_source(s) for s in specs]
+    if cfg.replay:
+        sources.append(DataSource(str(write_replay_file(cfg))))
+    if not sources or (len(sources) == 1 and sources[0].ratio is None and not cfg.replay):
+        return None
+    return sources
+
+
 def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     """(train, eval or None); under torchrun the main process tokenizes first, the others reuse it."""
     from accelerate import PartialState
@@ -191,14 +227,21 @@ def load_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
 
     # cpu=True: on a machine without GPUs accelerate only sees torchrun's processes (gloo) when told so
     with PartialState(cpu=on_cpu(cfg)).main_process_first():
-        folder = (
-            find_tokenized(cfg.tokenized_dataset)
-            if cfg.tokenized_dataset
-            else tokenized_from_file(cfg, cfg.data)
-        )
+        sources = data_sources(cfg)
+        if sources is None:
+            folder = (
+                find_tokenized(cfg.tokenized_dataset)
+                if cfg.tokenized_dataset
+                else tokenized_from_file(cfg, cfg.data)
+            )
+        else:
+            folders = [tokenized_from_file(cfg, s.path) for s in sources]
         eval_folder = tokenized_from_file(cfg, cfg.eval_data) if cfg.eval_data else None
-    check_tokenized_for(folder, cfg.model)
-    train = load_from_disk(str(folder))
+    if sources is None:
+        check_tokenized_for(folder, cfg.model)
+        train = load_from_disk(str(folder))
+    else:
+        train, _ = mix_datasets([load_from_disk(str(f)) for f in folders], sources, cfg.seed)
     evaluation = load_from_disk(str(eval_folder)) if eval_folder else None
     if evaluation is None and cfg.eval_split > 0:
         check_eval_split(len(train), cfg.eval_split, cfg.data or cfg.tokenized_dataset)
@@ -240,6 +283,12 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bo
         logging_nan_inf_filter=False,  # a NaN loss must show (train/finite.py stops on it), not be averaged away
         **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
+    if has_eval and (cfg.metric_for_best_model or cfg.load_best_model_at_end):
+        from llm_tuning.eval.metrics import HIGHER_IS_BETTER
+
+        best = cfg.metric_for_best_model or "loss"
+        kwargs.update(metric_for_best_model=best, greater_is_better=HIGHER_IS_BETTER.get(best, False),
+                      load_best_model_at_end=cfg.load_best_model_at_end)  # fmt: skip
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     unknown = sorted(set(cfg.extra_args) - known)
     if unknown:
@@ -357,10 +406,17 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     marks = resume_point(cfg, [d._fingerprint for d in (train_set, eval_set) if d is not None], collector)
     model = build_model(cfg)
     guard = FiniteGuard(model, cfg.fp16)
+    generation = generation_metrics(cfg, tokenizer, eval_set)
     trainer = make_trainer(
-        cfg, model, tokenizer, (train_set, eval_set), [collector, marks, guard, *(callbacks or [])]
+        cfg,
+        model,
+        tokenizer,
+        (train_set, eval_set),
+        [collector, marks, guard, *generation, *(callbacks or [])],
     )
     marks.trainer = trainer
+    for callback in generation:
+        callback.trainer = trainer
     output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
     tokens = int(trainer.state.num_input_tokens_seen)
