@@ -96,8 +96,8 @@ def test_cli_eval_prints_the_table(tiny_model, held_out, tmp_path, capsys):
         ("missing metric file", ["--metric", "nope.py:f"], r"--metric nope.py:f: file nope.py does not exist"),
         ("metric not module:function", ["--metric", "f1"], r"--metric 'f1': write it as module:function"),
         ("adapter for another base", ["--adapter", "FOREIGN"],
-         r"--adapter wide=.* does not fit --model .*: layer 'model.layers.0.self_attn.q_proj' has 32 features "
-         r"in this model, 64 in the adapter.*pass that model as --model"),
+         r"--adapter .* does not fit --model .*: layer model.layers.0.self_attn.q_proj has 32 inputs and 32 "
+         r"outputs here, the adapter's weights are for 64.*pass that --model"),
         ("not an adapter folder", ["--adapter", "HELD_OUT_DIR"], r"no adapter_config.json there"),
         ("missing data", ["--data", "missing.jsonl"], r"missing.jsonl: file does not exist"),
     ],

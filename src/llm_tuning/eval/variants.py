@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from llm_tuning.infer.compare import variant_model
-from llm_tuning.models.adapter_fit import check_adapter_fits
 from llm_tuning.models.adapters import BASE, load_adapters, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer
 
@@ -19,8 +18,6 @@ def load_variants(cfg: Any, mix_unweighted: bool = True) -> tuple[Any, Any, list
     model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
     if not specs:
         return model, tokenizer, [BASE]
-    for spec in specs:
-        check_adapter_fits(model, spec, cfg.model)
     if not mix_unweighted and all(s.weight == 1.0 for s in specs):
         return load_adapters(model, specs), tokenizer, [BASE, *(s.name for s in specs)]
     peft_model, names = variant_model(model, specs, cfg.mix_method, cfg.mix_density)
