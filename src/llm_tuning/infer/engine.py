@@ -307,12 +307,7 @@ class Engine:
                     eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id, streamer=streamer,
                     stopping_criteria=[_Cancel(stopped, cancel)], **kwargs,
                 )  # fmt: skip
-        tail = stop_filter.flush()
-        if tail:
-            pieces.append(tail)
-            emit(tail)
-        ended = stop_filter.stopped or (streamer.ids and streamer.ids[-1] in self.stop_ids)
-        return Outcome("".join(pieces), "stop" if ended else "length", len(job.input_ids), len(streamer.ids))
+        return self._outcome(job, stop_filter, pieces, emit, streamer)
 
     def _run_batched(self, job: Job, emit: Callable[[str], None], cancel: threading.Event) -> Outcome:
         """Wait for `job`'s tokens from the decode loop; decode and filter them here, off the loop's thread."""
@@ -337,6 +332,11 @@ class Engine:
                 streamer.end()
         finally:
             ticket.stop.set()  # a stop string, an error, or this thread interrupted: free the row
+        return self._outcome(job, stop_filter, pieces, emit, streamer)
+
+    def _outcome(self, job: Job, stop_filter: StopFilter, pieces: list[str], emit: Callable[[str], None],
+                 streamer: Any) -> Outcome:  # fmt: skip
+        """The reply once generation ended: what the stop filter still held is flushed, and why it ended."""
         tail = stop_filter.flush()
         if tail:
             pieces.append(tail)
