@@ -143,18 +143,29 @@ def _features(module: Any) -> tuple[int, int] | None:
     return None
 
 
+FINGERPRINT_ATTR = "_llm_tuning_base_fingerprint"
+
+
+def remember_base_fingerprint(model: Any) -> None:
+    """Take the fingerprint now, before the model is sharded (FSDP / ZeRO-3), for record_base_model at the end."""
+    setattr(model, FINGERPRINT_ATTR, base_fingerprint(model))
+
+
 def base_fingerprint(model: Any) -> str | None:
     """A short hash of a few rows of the input embeddings, in bf16: the same base gives the same hash whether it
     was loaded in fp32, bf16 or fp16; another model (or another fine-tune) gives another one. None when the
     embeddings are not at hand (sharded by ZeRO-3)."""
     import torch
 
+    remembered = getattr(model, FINGERPRINT_ATTR, None)
+    if remembered:
+        return remembered
     try:
         weight = model.get_input_embeddings().weight
     except (AttributeError, NotImplementedError):
         return None
-    if weight is None or weight.dim() != 2 or weight.numel() == 0:
-        return None
+    if weight is None or weight.dim() != 2 or weight.numel() == 0 or type(weight).__name__ == "DTensor":
+        return None  # a DTensor is sharded (FSDP2): only a collective could read its rows
     rows = torch.linspace(0, weight.shape[0] - 1, 8).long().to(weight.device)
     sample = weight.detach()[rows].to("cpu", torch.bfloat16).contiguous()
     return hashlib.sha256(sample.view(torch.int16).numpy().tobytes()).hexdigest()[:16]

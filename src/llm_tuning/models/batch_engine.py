@@ -193,7 +193,10 @@ class BatchDecoder:
         with _mix_hooks(self.model, mixes):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
         cache = getattr(out, "cache", None)
-        cache = out.past_key_values if cache is None else cache
+        cache = getattr(out, "past_key_values", None) if cache is None else cache
+        if cache is None:  # GPT-1, XLM, RecurrentGemma: no key/value cache comes back
+            raise UnsupportedModel(f"{type(self.model).__name__} returns no key/value cache; batched decoding "
+                                   "needs one")  # fmt: skip
         return cache, out.logits[:, -1, :].float()  # (batch, vocab)
 
     @torch.inference_mode()

@@ -49,7 +49,7 @@ from llm_tuning.data.read import DataError
 from llm_tuning.data.tokenize import MANIFEST, TOKENIZED_DIR, TokenizeConfig, read_manifest
 from llm_tuning.data.tokenize import run as tokenize
 from llm_tuning.files import discard_staged, install_files, staging_folder, staging_path
-from llm_tuning.models.adapter_check import record_base_model
+from llm_tuning.models.adapter_check import record_base_model, remember_base_fingerprint
 from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, needs_mix, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
@@ -405,6 +405,7 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     collector = LogCollector()
     marks = resume_point(cfg, [d._fingerprint for d in (train_set, eval_set) if d is not None], collector)
     model = build_model(cfg)
+    remember_base_fingerprint(model)  # before the Trainer shards it
     guard = FiniteGuard(model, cfg.fp16)
     generation = generation_metrics(cfg, tokenizer, eval_set)
     trainer = make_trainer(
