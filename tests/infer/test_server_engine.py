@@ -120,7 +120,7 @@ def test_serial_engine_answers_the_same(served):
     cfg = ServeConfig(model=served["model"], adapter=served["adapters"], served_name="tiny", engine="serial")
     url, server, thread = start(build_app(build_engine(cfg)))
     try:
-        for model in ("tiny", "math", "style"):
+        for model in ("tiny", "math", "style", "math:0.7+style:0.3"):
             assert (
                 chat(url, model).json()["choices"][0]["message"]
                 == chat(served["url"], model).json()["choices"][0]["message"]

@@ -2,21 +2,23 @@
 
     llm-tuning chat --adapter weights/simple_math_4op
     llm-tuning chat --adapter weights/simple_math_4op --message "What is 12 x 7?"
+    llm-tuning chat --adapter math=weights/math --adapter style=weights/style --mix math:0.7+style:0.3
 
 In the REPL, `/reset` clears the history and `/exit` (or Ctrl-D) leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_tuning.config import check_positive, option, validate_groups
+from llm_tuning.config import ConfigError, check_positive, option, validate_groups
 from llm_tuning.data.formats import Message
 from llm_tuning.data.template import prompt_text
-from llm_tuning.infer.predict import InferenceOptions
-from llm_tuning.models.adapters import check_mix_options, load_with_adapters
+from llm_tuning.infer.predict import InferenceOptions, load_for_inference
+from llm_tuning.models.adapters import check_mix_options, use_adapter
 from llm_tuning.models.generate import generate
 
 
@@ -31,6 +33,8 @@ class ChatConfig(InferenceOptions):
         validate_groups(self)
         check_positive("history_turns", self.history_turns, allow_zero=True)
         check_mix_options(self.mix_method, self.mix_density)
+        if len(self.mix) > 1:
+            raise ConfigError(f"--mix is given {len(self.mix)} times; chat answers with one: give one --mix")
 
 
 @dataclass
@@ -51,8 +55,13 @@ def reply(model: Any, tokenizer: Any, history: list[Message], message: str, cfg:
 def run(
     cfg: ChatConfig, read: Callable[[str], str] = input, write: Callable[[str], None] = print
 ) -> ChatResult:
-    model, tokenizer = load_with_adapters(cfg.model, cfg.adapter, cfg.mix_method, cfg.mix_density, cfg.dtype,
-                                          cfg.device, cfg.trust_remote_code)  # fmt: skip
+    model, tokenizer, mix = load_for_inference(cfg)
+    with use_adapter(model, mix) if mix else contextlib.nullcontext():
+        return _talk(model, tokenizer, cfg, read, write)
+
+
+def _talk(model: Any, tokenizer: Any, cfg: ChatConfig, read: Callable[[str], str],
+          write: Callable[[str], None]) -> ChatResult:  # fmt: skip
     history: list[Message] = []
     if cfg.message is not None:
         write(reply(model, tokenizer, history, cfg.message, cfg))

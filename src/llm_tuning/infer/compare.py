@@ -2,6 +2,12 @@
 
     llm-tuning compare --adapter math=weights/math --adapter style=weights/style --data test.jsonl \
         --mix_method cat
+    llm-tuning compare --adapter math=weights/math --adapter style=weights/style --data test.jsonl \
+        --mix math:0.7+style:0.3 --mix style_heavy=math:0.2+style:0.8
+
+Every variant answers in one continuously batched run: rows of the base model, each adapter, the up-front
+mix and each `--mix` (a `cat` mix computed per row, llm_tuning.models.row_mix) share every forward. With
+`--mix`, unweighted adapters are only loaded by name; weighted ones are still mixed up front (`mix`).
 
 Writes DATA.compare.jsonl (one row per prompt: prompt, target, and one field per model) and
 DATA.compare.md (a markdown table with the exact-match rate of each model when rows have targets),
@@ -25,6 +31,7 @@ from llm_tuning.models.adapters import (
     BASE,
     MIX,
     AdapterSpec,
+    add_row_mix,
     check_mix_options,
     load_adapters,
     mix_adapters,
@@ -34,6 +41,7 @@ from llm_tuning.models.adapters import (
 )
 from llm_tuning.models.generate import GenerationOptions, generate_all
 from llm_tuning.models.load import load_model, load_tokenizer
+from llm_tuning.models.row_mix import parse_mix_option
 
 logger = logging.getLogger(__name__)
 
@@ -98,27 +106,45 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def variant_model(
-    model: Any, specs: list[AdapterSpec], method: str, density: float | None
-) -> tuple[Any, list[str]]:
-    """(model with every adapter and the mix loaded, the names to compare: base, each adapter, mix)."""
+def variant_model(model: Any, specs: list[AdapterSpec], method: str, density: float | None,
+                  row_mixes: list[str] | None = None) -> tuple[Any, list[str]]:  # fmt: skip
+    """(model with every adapter and the mixes loaded, the names to compare: base, each adapter, the up-front mix,
+    each --mix). With `row_mixes`, only weighted adapters are mixed up front."""
     peft_model = load_adapters(model, specs)
     names = [BASE, *(s.name for s in specs)]
-    if needs_mix(specs):
+    up_front = needs_mix(specs) and (not row_mixes or any(s.weight != 1.0 for s in specs))
+    if up_front:
         if MIX in names:
             raise ConfigError(f"an adapter is named {MIX!r}, the name of the mix; name it differently")
         mix_adapters(peft_model, specs, method, density, MIX)
         names.append(MIX)
+    for text in row_mixes or []:
+        name, mix = parse_mix_option(text, peft_model)
+        add_row_mix(peft_model, name, mix)
+        names.append(name)
     return peft_model, names
 
 
 def answer_with(model: Any, tokenizer: Any, name: str, prompts: list[str], opts: GenerationOptions,
                 batch_size: int, raw: bool = False) -> list[str]:  # fmt: skip
-    """Replies of variant `name` (an adapter, the mix, or base) to rendered prompts."""
+    """Replies of variant `name` (an adapter, a mix, or base) to rendered prompts."""
     with use_adapter(model, name):
         results, seconds = generate_all(model, tokenizer, prompts, opts, batch_size, add_special_tokens=raw)
     logger.info("%s answered %d prompts in %.1f s", name, len(prompts), seconds)
     return [r.text for r in results]
+
+
+def answer_all(model: Any, tokenizer: Any, names: list[str], prompts: list[str], opts: GenerationOptions,
+               batch_size: int, raw: bool = False) -> dict[str, list[str]]:  # fmt: skip
+    """Replies of every variant, all in one run of the batch engine (a row per prompt and variant)."""
+    adapters = [name for name in names for _ in prompts]
+    results, seconds = generate_all(model, tokenizer, prompts * len(names), opts, batch_size, adapters,
+                                    add_special_tokens=raw)  # fmt: skip
+    logger.info("%d variants answered %d prompts in %.1f s", len(names), len(prompts), seconds)
+    return {
+        name: [r.text for r in results[i * len(prompts) : (i + 1) * len(prompts)]]
+        for i, name in enumerate(names)
+    }
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str], exact: dict[str, float]) -> str:
@@ -141,14 +167,11 @@ def run(cfg: CompareConfig) -> CompareResult:
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(cfg.adapter)]
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     model, names = variant_model(load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code), specs,
-                                 cfg.mix_method, cfg.mix_density)  # fmt: skip
+                                 cfg.mix_method, cfg.mix_density, cfg.mix)  # fmt: skip
     prompts = [
         prompt_text(tokenizer, prompt_messages(r["prompt"]), cfg.template, cfg.system_prompt) for r in rows
     ]
-    answers = {
-        n: answer_with(model, tokenizer, n, prompts, cfg, cfg.batch_size, cfg.template == "none")
-        for n in names
-    }
+    answers = answer_all(model, tokenizer, names, prompts, cfg, cfg.batch_size, cfg.template == "none")
     out_rows = [{**row, **{n: answers[n][i] for n in names}} for i, row in enumerate(rows)]
     has_targets = rows and all(r["target"] is not None for r in rows)
     exact = {n: sum(a.strip() == str(r["target"]).strip() for a, r in zip(answers[n], rows, strict=True)) / len(rows)

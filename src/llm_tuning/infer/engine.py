@@ -36,19 +36,12 @@ from llm_tuning.models.adapters import (
     mix_adapters,
     parse_adapter_spec,
     parse_mix_spec,
-    parse_row_mix,
     use_adapter,
 )
-from llm_tuning.models.batch_engine import (
-    GREEDY_BELOW,
-    PEFT_BASE,
-    BatchDecoder,
-    GenRequest,
-    Mix,
-    UnsupportedModel,
-)
+from llm_tuning.models.batch_engine import GREEDY_BELOW, PEFT_BASE, BatchDecoder, GenRequest, UnsupportedModel
 from llm_tuning.models.generate import _stop_ids
 from llm_tuning.models.load import load_model, load_tokenizer
+from llm_tuning.models.row_mix import Mix, check_row_mix, is_row_mix
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +185,6 @@ class Engine:
         self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to use from two threads at once
         self.stop_ids = sorted(_stop_ids(tokenizer))
         self.context = getattr(model.config, "max_position_embeddings", None)
-        self.not_row_mixable = _not_row_mixable(model)
         self.scheduler = (
             Scheduler(model, self.stop_ids, cfg.max_batch, cfg.max_queue)
             if cfg.engine == "batch" and _batchable(model)
@@ -205,7 +197,7 @@ class Engine:
 
     def resolve(self, model: str) -> str | Mix | None:
         """The adapter name for `model` (None: the base model), or the per-row mix it spells."""
-        if model not in self.variants and ("+" in model or ":" in model or "@" in model):
+        if model not in self.variants and is_row_mix(model):
             return self._row_mix(model)
         if model not in self.variants:
             raise ApiError(404, f"The model {model!r} does not exist here; served models: {', '.join(self.model_ids())}",
@@ -213,24 +205,12 @@ class Engine:
         return self.variants[model]
 
     def _row_mix(self, model: str) -> Mix:
-        """`math:0.7+style:0.3`: computed per row by the batch engine, exactly as a `cat` mix would."""
-        if self.scheduler is None:
-            raise ApiError(400, f"the mix {model!r} can only be computed per request with --engine batch; this "
-                           "server runs --engine serial", "model", "invalid_mix")  # fmt: skip
-        adapters = {
-            n: self.model.peft_config[n]
-            for n in self.variants.values()
-            if n and n in getattr(self.model, "peft_config", {})
-        }
+        """`math:0.7+style:0.3`: computed per row by the batch engine (or, serially, over the request's whole
+        forward by `use_adapter`), exactly as a `cat` mix would."""
         try:
-            mix = parse_row_mix(model, adapters)
+            return check_row_mix(model, self.model)
         except ConfigError as err:
             raise ApiError(400, str(err), "model", "invalid_mix") from None
-        odd = sorted({name for name, _ in mix} & self.not_row_mixable)
-        if odd:
-            raise ApiError(400, f"mix {model!r}: {odd} put LoRA on layers other than Linear (e.g. embeddings), which "
-                           "a per-request mix cannot compute; serve it as a --mix", "model", "invalid_mix")  # fmt: skip
-        return mix
 
     def chat_job(self, req: ChatRequest) -> Job:
         messages = [
@@ -356,18 +336,6 @@ def _batchable(model: Any) -> bool:
         logger.warning("%s: serving one request at a time (as --engine serial)", err)
         return False
     return True
-
-
-def _not_row_mixable(model: Any) -> set[str]:
-    """Adapters with LoRA on anything but Linear layers: the per-row mix hook only computes Linear ones."""
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.lora import LoraLayer
-
-    names: set[str] = set()
-    for module in model.modules():
-        if isinstance(module, LoraLayer) and not isinstance(module, LoraLinear):
-            names |= set(module.lora_A) | set(getattr(module, "lora_embedding_A", {}))
-    return names
 
 
 def build_engine(cfg: ServeConfig) -> Engine:

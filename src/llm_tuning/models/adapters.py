@@ -198,10 +198,36 @@ def apply_adapters(
     return peft_model
 
 
+ROW_MIXES = "_llm_tuning_row_mixes"  # model attribute: {name: Mix} of the per-request mixes named by --mix
+
+
+def add_row_mix(model: Any, name: str, mix: tuple[tuple[str, float], ...]) -> None:
+    """Name a per-request mix on `model`, so `use_adapter(model, name)` runs it (compare / eval columns)."""
+    taken = set(getattr(model, "peft_config", {})) | set(getattr(model, ROW_MIXES, {})) | {BASE}
+    if name in taken:
+        raise ConfigError(f"--mix {name}: that name is already taken by an adapter, a mix or the base model; "
+                          "name it NAME=ADAPTER:WEIGHT+ADAPTER:WEIGHT")  # fmt: skip
+    setattr(model, ROW_MIXES, {**getattr(model, ROW_MIXES, {}), name: mix})
+
+
+def row_mix_named(model: Any, name: Any) -> tuple[tuple[str, float], ...] | None:
+    """The per-request mix `name` stands for on `model` (a mix itself, or one added by add_row_mix), else None."""
+    if isinstance(name, tuple):
+        return name
+    return getattr(model, ROW_MIXES, {}).get(name) if isinstance(name, str) else None
+
+
 @contextmanager
-def use_adapter(model: Any, name: str | None) -> Iterator[Any]:
-    """Run `model` with adapter `name` active; None or 'base' runs the base model (adapters disabled)."""
-    if not hasattr(model, "peft_config"):
+def use_adapter(model: Any, name: Any) -> Iterator[Any]:
+    """Run `model` with adapter `name` active; None or 'base' runs the base model (adapters disabled); a
+    per-request mix (a ((adapter, weight), ...) tuple, or a name given to add_row_mix) runs that `cat` mix."""
+    mix = row_mix_named(model, name)
+    if mix is not None:
+        from llm_tuning.models.row_mix import whole_batch_mix
+
+        with whole_batch_mix(model, mix):
+            yield model
+    elif not hasattr(model, "peft_config"):
         if name not in (None, BASE):
             raise ConfigError(f"no adapter {name!r}: the model has none loaded")
         yield model
@@ -266,39 +292,3 @@ def load_with_adapters(
     base = load_model(model, dtype, device, trust_remote_code)
     specs = [parse_adapter_spec(s, i) for i, s in enumerate(adapters or [])]
     return apply_adapters(base, specs, mix_method, density), tokenizer
-
-
-ROW_MIX_METHODS = ("cat",)  # the methods a single row can compute from the loaded adapters (batch_engine)
-
-
-def parse_row_mix(text: str, adapters: dict[str, Any]) -> tuple[tuple[str, float], ...]:
-    """`math:0.7+style:0.3[@cat]` -> (("math", 0.7), ("style", 0.3)): a mix computed per row, not at start-up.
-
-    `adapters` maps the loaded adapter names to their PEFT configs. Only `cat` can be computed per row (it is
-    the weighted sum of the adapters' LoRA outputs); the other methods build new weights, so they must be
-    configured at start-up. Raises ConfigError naming what is wrong.
-    """
-    spec, _, method = text.partition("@")
-    if method and method not in ROW_MIX_METHODS:
-        raise ConfigError(f"mix {text!r}: {method!r} cannot be computed per request (only {', '.join(ROW_MIX_METHODS)}, a "
-                          f"weighted sum of the adapters' outputs, can); serve it as a --mix with --mix_method {method}")  # fmt: skip
-    mix: dict[str, float] = {}
-    for part in spec.split("+"):
-        name, colon, weight = part.strip().partition(":")
-        if name not in adapters:
-            raise ConfigError(f"mix {text!r}: no adapter named {name!r}; loaded adapters: {', '.join(adapters)}; "
-                              "write ADAPTER:WEIGHT+ADAPTER:WEIGHT, e.g. math:0.7+style:0.3")  # fmt: skip
-        if name in mix:
-            raise ConfigError(f"mix {text!r}: {name!r} is named twice")
-        try:
-            value = float(weight) if colon else 1.0
-        except ValueError:
-            raise ConfigError(f"mix {text!r}: the weight {weight!r} of {name!r} is not a number") from None
-        if value != value or abs(value) == float("inf"):
-            raise ConfigError(f"mix {text!r}: the weight of {name!r} must be a finite number")
-        if getattr(adapters[name], "use_dora", False):
-            raise ConfigError(
-                f"mix {text!r}: {name!r} uses DoRA, whose magnitude vectors cannot be mixed by weights"
-            )
-        mix[name] = value
-    return tuple(mix.items())

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-Mix = tuple[tuple[str, float], ...]
+from llm_tuning.models.row_mix import Mix, mix_hooks
+
 PEFT_BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
 GREEDY_BELOW = 1e-5  # a temperature under this decodes greedily
 
@@ -88,44 +88,6 @@ def _sample(logits: torch.Tensor, row: _Row) -> int:
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=row.generator))
-
-
-@contextmanager
-def _mix_hooks(model: Any, mixes: dict[int, Mix]) -> Iterator[None]:
-    """While in it, every LoRA Linear adds, to each mix row's output, sum_i weight_i * scaling_i * B_i(A_i(x)).
-
-    The mix rows run as "__base__" in PEFT's mixed batch, so this sum is their whole LoRA update: exactly
-    what `add_weighted_adapter(..., combination_type="cat")` builds (A_i scaled by weight_i * scaling_i,
-    concatenated), up to float rounding.
-    """
-    if not mixes:
-        yield
-        return
-    from peft.tuners.lora import Linear as LoraLinear
-
-    groups: dict[Mix, list[int]] = {}
-    for row, mix in mixes.items():
-        groups.setdefault(mix, []).append(row)
-
-    def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        x = args[0]  # (batch, seq, in)
-        for mix, rows in groups.items():
-            extra = None
-            for name, weight in mix:
-                if name in module.lora_A:
-                    a, b = module.lora_A[name], module.lora_B[name]
-                    out = b(a(x[rows].to(a.weight.dtype))) * (module.scaling[name] * weight)
-                    extra = out if extra is None else extra + out
-            if extra is not None:
-                output[rows] += extra.to(output.dtype)
-        return output
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, LoraLinear)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -190,7 +152,10 @@ class BatchDecoder:
                 PEFT_BASE if i in mixes else a or current for i, a in enumerate(adapters)
             ]
         kwargs[self.cache_arg] = cache
-        with _mix_hooks(self.model, mixes):
+        groups: dict[Mix, list[int]] = {}
+        for row, mix in mixes.items():
+            groups.setdefault(mix, []).append(row)
+        with mix_hooks(self.model, [(rows, mix) for mix, rows in groups.items()]):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
         cache = getattr(out, "cache", None)
         cache = getattr(out, "past_key_values", None) if cache is None else cache

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from llm_tuning.config import check_positive, check_range, option
-from llm_tuning.models.batch_engine import BatchDecoder, GenRequest, UnsupportedModel, decode_all
+from llm_tuning.models.batch_engine import PEFT_BASE, BatchDecoder, GenRequest, UnsupportedModel, decode_all
 
 logger = logging.getLogger(__name__)
 OWN_DECODE = "_llm_tuning_own_decode"  # set on a model whose generate() failed once
@@ -173,24 +173,55 @@ def _stop_ids(tokenizer: Any) -> set[int]:
 
 
 def generate_all(
-    model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int = 8, **kw: Any
-) -> tuple[list[Generated], float]:
+    model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int = 8,
+    adapters: list[Any] | None = None, **kw: Any,
+) -> tuple[list[Generated], float]:  # fmt: skip
     """Generate for every prompt with the batch engine (at most `batch_size` rows at once, shortest prompts
-    first, finished rows leave and waiting ones join); returns results in prompt order and seconds."""
+    first, finished rows leave and waiting ones join); returns results in prompt order and seconds.
+
+    `adapters`, one per prompt, picks what answers each row: None (the model as it is set up), "base", an
+    adapter's name, or a per-request mix (a ((adapter, weight), ...) tuple or a name given to add_row_mix)."""
     start = time.perf_counter()
     if runs_remote_code(model):
-        return generate_batches(model, tokenizer, prompts, opts, batch_size, **kw)
+        return _by_adapter(model, tokenizer, prompts, opts, batch_size, adapters, **kw)
     try:
-        results = _engine_generate(model, tokenizer, prompts, opts, batch_size, **kw)
+        rows = [_engine_adapter(model, a) for a in adapters] if adapters else None
+        results = _engine_generate(model, tokenizer, prompts, opts, batch_size, rows, **kw)
     except UnsupportedModel as err:
         logger.info("%s: generating batch by batch with model.generate", err)
-        return generate_batches(model, tokenizer, prompts, opts, batch_size, **kw)
+        return _by_adapter(model, tokenizer, prompts, opts, batch_size, adapters, **kw)
     return results, time.perf_counter() - start
+
+
+def _engine_adapter(model: Any, name: Any) -> Any:
+    """A GenRequest.adapter for what `generate_all`'s `adapters` names."""
+    from llm_tuning.models.adapters import BASE, row_mix_named
+
+    mix = row_mix_named(model, name)
+    return mix if mix is not None else PEFT_BASE if name == BASE else name
+
+
+def _by_adapter(model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int,
+                adapters: list[Any] | None, **kw: Any) -> tuple[list[Generated], float]:  # fmt: skip
+    """`generate_batches` once per distinct adapter (or mix) the rows name, under `use_adapter`."""
+    if not adapters or all(a is None for a in adapters):
+        return generate_batches(model, tokenizer, prompts, opts, batch_size, **kw)
+    from llm_tuning.models.adapters import use_adapter
+
+    start = time.perf_counter()
+    results: list[Generated | None] = [None] * len(prompts)
+    for adapter in dict.fromkeys(adapters):
+        rows = [i for i, a in enumerate(adapters) if a == adapter]
+        with use_adapter(model, adapter):
+            done, _ = generate_batches(model, tokenizer, [prompts[i] for i in rows], opts, batch_size, **kw)
+        for i, result in zip(rows, done, strict=True):
+            results[i] = result
+    return results, time.perf_counter() - start  # type: ignore[return-value]
 
 
 def _engine_generate(
     model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int,
-    add_special_tokens: bool = False, **generate_kwargs: Any,
+    adapters: list[Any] | None = None, add_special_tokens: bool = False, **generate_kwargs: Any,
 ) -> list[Generated]:  # fmt: skip
     """The engine's way; `generate_kwargs` (e.g. use_cache) are for model.generate, which it does not call."""
     ids = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
@@ -198,8 +229,8 @@ def _engine_generate(
     sampling = (
         {"temperature": opts.temperature, "top_p": opts.top_p, "top_k": opts.top_k} if opts.do_sample else {}
     )
-    requests = [GenRequest(ids[i], None, opts.max_new_tokens, repetition_penalty=opts.repetition_penalty,
-                           **sampling) for i in order]  # fmt: skip
+    requests = [GenRequest(ids[i], adapters[i] if adapters else None, opts.max_new_tokens,
+                           repetition_penalty=opts.repetition_penalty, **sampling) for i in order]  # fmt: skip
     decoded = decode_all(BatchDecoder(model, _stop_ids(tokenizer)), requests, batch_size)
     results: list[Generated | None] = [None] * len(prompts)
     for i, out in zip(order, decoded, strict=True):
