@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One short GPU check (a few minutes): bf16 LoRA SFT of the embedded model, 50 steps of batch 16 -> tokens/s,
 # MFU, peak GPU memory; the plain padded path, TRL's SFTTrainer and QLoRA (when bitsandbytes imports) for
-# comparison. Results in $OUT/gpu_check.json and $OUT/gpu_check.log.
+# comparison. Results in $OUT/gpu_check.json and $OUT/gpu_check.log. Then, where vLLM is installed,
+# `serve --backend vllm` with two adapters: a chat request per model, checked (bench/vllm_check.py ->
+# $OUT/vllm_check.json; it says "skipped" where vLLM or the GPU is missing).
 #   OUT=/tmp/out bash bench/gpu_check.sh
 #
 # Python: the first of $PYTHON, .venv/bin/python, python3, python whose torch sees CUDA (no CUDA torch
@@ -39,3 +41,4 @@ fi
 echo "== python: $PY"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' || true
 "$PY" bench/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+"$PY" bench/vllm_check.py --out "$OUT" 2>&1 | tee -a "$OUT/gpu_check.log"

@@ -85,6 +85,14 @@ class ServeConfig(ModelOptions):
     )
     max_batch: int = option(16, "most requests decoded together (--engine batch)")
     max_queue: int = option(64, "requests that may wait for a place in the batch; past it: HTTP 429")
+    backend: str = option(
+        "llm-tuning",
+        "llm-tuning: this package's engine; vllm: hand the model and adapters to "
+        "vLLM's OpenAI server (a GPU machine with vLLM installed)",
+    )
+    vllm_args: str = option(
+        "", "extra arguments for `vllm serve` with --backend vllm, e.g. '--gpu-memory-utilization 0.5'"
+    )
 
     def __post_init__(self) -> None:
         validate_groups(self)
@@ -92,6 +100,9 @@ class ServeConfig(ModelOptions):
         check_choice("mix_method", self.mix_method, MIX_METHODS)
         check_choice("template", self.template, ("chat", "none"))
         check_choice("engine", self.engine, ("batch", "serial"))
+        check_choice("backend", self.backend, ("llm-tuning", "vllm"))
+        if self.vllm_args and self.backend != "vllm":
+            raise ConfigError("--vllm_args is for --backend vllm; add --backend vllm or drop it")
         for name in ("default_max_tokens", "max_tokens_limit", "max_request_bytes", "max_batch", "max_queue"):
             check_positive(name, getattr(self, name))
         if not 1 <= self.port <= 65535:

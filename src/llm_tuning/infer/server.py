@@ -11,7 +11,8 @@ decode loop, each row with its own adapter and sampling settings (`--engine batc
 `--max_queue` waiting requests the answer is 429), or run one at a time under a lock (`--engine serial`).
 Parsing, tokenizing and generating run in worker threads (the event loop keeps answering), and a
 generation stops as soon as its client hangs up, streamed or not. `llm_tuning.infer.guard` decides
-what gets in (Host, Origin, JSON bodies, the key; `--allowed_hosts`, `--cors_origins`).
+what gets in (Host, Origin, JSON bodies, the key; `--allowed_hosts`, `--cors_origins`). `--backend vllm`
+hands the model and adapters to vLLM's OpenAI server instead (`llm_tuning.infer.vllm_backend`).
 """
 
 from __future__ import annotations
@@ -224,6 +225,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(cfg: ServeConfig) -> ServeResult:
+    if cfg.backend == "vllm":  # vLLM's own server replaces this process
+        from llm_tuning.infer.vllm_backend import run_vllm
+
+        run_vllm(cfg)
     import uvicorn
 
     engine = build_engine(cfg)
