@@ -7,8 +7,10 @@ The same rows (long-tailed prompt lengths from benchlib, and instructions that a
 explanation, so answer lengths are long-tailed too) go through both, greedy, in one process, one after the
 other: `generate_all` (rows sorted by prompt length, finished rows leave, waiting rows join) and
 `generate_batches` (the previous way: `model.generate` per fixed batch, sorted by length too, every row
-decoding until the batch's longest answer ends). Prints rows/s, generated tokens/s, the ratio, and how many
-answers are identical.
+decoding until the batch's longest answer ends). Also the engine without its prompt-lookup drafts
+(`lookahead=0`), and transformers' own prompt lookup (`prompt_lookup_num_tokens`, which `generate` runs only
+at batch 1): the peer's strongest setting that runs here. Prints rows/s, generated tokens/s, the ratio to the
+plain loop, and how many answers are identical to the plain loop's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from llm_tuning.models.generate import GenerationOptions, generate_all, generate
 from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.resolve import resolve_model
 
+RUNS = {
+    "engine": "engine (lookahead 4)",
+    "engine0": "engine, no lookahead",
+    "plain": "plain generate",
+    "hf_lookup": "generate, prompt lookup, batch 1",
+}  # --runs key: the row's label
 ASKS = ["Answer in one word:", "Answer in one short sentence:", "Summarize in two sentences:",
         "Explain in detail, with examples:"]  # fmt: skip
 
@@ -46,6 +54,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=96)
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
+    parser.add_argument("--lookahead_hf", type=int, default=10, help="transformers' prompt_lookup_num_tokens")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,21 +66,30 @@ def main() -> None:
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
     generate_all(model, tokenizer, prompts[:2], GenerationOptions(max_new_tokens=2), 2)  # warm-up
     runs = {}
-    for name, fn in (("engine", generate_all), ("plain generate", generate_batches)):
+    hf_lookup = {"prompt_lookup_num_tokens": args.lookahead_hf}
+    contenders = {
+        "engine": lambda: generate_all(model, tokenizer, prompts, opts, args.batch_size),
+        "engine0": lambda: generate_all(model, tokenizer, prompts, opts, args.batch_size, lookahead=0),
+        "plain": lambda: generate_batches(model, tokenizer, prompts, opts, args.batch_size),
+        "hf_lookup": lambda: generate_batches(model, tokenizer, prompts, opts, 1, **hf_lookup),
+    }  # fmt: skip
+    for name in args.runs.split(","):
+        if name not in RUNS:
+            parser.error(f"--runs: unknown run {name!r}; choose from {', '.join(RUNS)}")
         start = time.perf_counter()
-        results, _ = fn(model, tokenizer, prompts, opts, args.batch_size)
-        runs[name] = (results, time.perf_counter() - start)
-    lengths = sorted(r.new_tokens for r in runs["engine"][0])
+        results, _ = contenders[name]()
+        runs[RUNS[name]] = (results, time.perf_counter() - start)
+    lengths = sorted(r.new_tokens for r in next(iter(runs.values()))[0])
     print(f"{args.rows} rows, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, model "
           f"{'tiny random llama' if args.tiny else args.model}; answer tokens min/median/max "
           f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}")  # fmt: skip
-    print(f"{'':16} {'seconds':>8} {'rows/s':>8} {'gen tok/s':>10}")
+    base_results, base_seconds = runs.get("plain generate", next(iter(runs.values())))
+    print(f"{'':34} {'seconds':>8} {'rows/s':>8} {'gen tok/s':>10} {'vs plain':>9} {'identical':>10}")
     for name, (results, seconds) in runs.items():
         tokens = sum(r.new_tokens for r in results)
-        print(f"{name:16} {seconds:8.1f} {len(results) / seconds:8.2f} {tokens / seconds:10.1f}")
-    (eng, t_eng), (plain, t_plain) = runs["engine"], runs["plain generate"]
-    same = sum(a.text == b.text for a, b in zip(eng, plain, strict=True))
-    print(f"engine / plain: {t_plain / t_eng:.2f}x rows/s; identical answers {same}/{len(eng)}")
+        same = sum(a.text == b.text for a, b in zip(results, base_results, strict=True))
+        print(f"{name:34} {seconds:8.1f} {len(results) / seconds:8.2f} {tokens / seconds:10.1f} "
+              f"{base_seconds / seconds:8.2f}x {same:>6}/{len(results)}")  # fmt: skip
 
 
 if __name__ == "__main__":

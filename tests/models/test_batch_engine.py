@@ -140,3 +140,21 @@ def test_per_row_weighted_mix_equals_a_cat_mix_adapter(two_adapters):
         adapter = "both" if req.adapter == mix else req.adapter
         assert res.tokens == reference(model, tokenizer, req.input_ids, adapter, 8)
     assert [r.tokens for r in results[0::3]] != [r.tokens for r in results[1::3]]  # the mix is not just math
+
+
+def test_prompt_lookup_drafts_are_exact_and_used(two_adapters):
+    """Greedy rows of a small batch check prompt-lookup drafts in one forward: same tokens as one-row generate,
+    with draft tokens kept, next to a sampled row (never drafted) and rows of other adapters."""
+    model, tokenizer = two_adapters
+    texts = ["9 x 8 = 72. 9 x 8 = 72. 9 x 8 =", "the quick brown fox, the quick brown", "hello world hello"]
+    requests = [GenRequest(tokenizer(t, add_special_tokens=False).input_ids, a, 12)
+                for t in texts for a in (PEFT_BASE, "math", "style")]  # fmt: skip
+    sampled = GenRequest(requests[0].input_ids, "math", 12, temperature=1.0, seed=3)
+    decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=16)
+    results = decode_all(decoder, [*requests, sampled], max_batch=3)
+    for req, res in zip(requests, results[:-1], strict=True):
+        assert res.tokens == reference(model, tokenizer, req.input_ids, req.adapter, 12)
+    assert decoder.accepted > 0 and decoder.drafted > decoder.accepted  # drafts were used, and some refused
+    off = BatchDecoder(model, _stop_ids(tokenizer), lookahead=0)
+    assert [r.tokens for r in decode_all(off, [*requests, sampled], 3)] == [r.tokens for r in results]
+    assert off.drafted == 0

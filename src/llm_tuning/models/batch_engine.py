@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from llm_tuning.models.lookahead import accepted, find_draft, shift_right
 from llm_tuning.models.row_mix import Mix, mix_hooks
 
 PEFT_BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
@@ -102,9 +103,16 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 class BatchDecoder:
     """The running batch: rows, their cache, attention mask, next positions and last logits."""
 
-    def __init__(self, model: Any, stop_ids: Iterable[int]) -> None:
+    def __init__(
+        self, model: Any, stop_ids: Iterable[int], lookahead: int = 4, lookahead_tokens: int = 16
+    ) -> None:
         self.model = model
         self.stop_ids = set(stop_ids)
+        # prompt-lookup drafts (models/lookahead.py) of up to `lookahead` tokens for greedy rows, while
+        # rows x (draft + 1) <= lookahead_tokens: a small batch, where a forward costs about the same for a
+        # few more tokens; 0 turns drafting off
+        self.lookahead, self.lookahead_tokens = lookahead, lookahead_tokens
+        self.drafted = self.accepted = 0  # draft tokens checked / kept (how much lookahead saved)
         self.peft = hasattr(model, "peft_config")
         self.device = next(model.parameters()).device
         base = model.get_base_model() if self.peft else model
@@ -139,18 +147,25 @@ class BatchDecoder:
         return len(self.rows)
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, adapters: list[Any]
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        cache: Any,
+        adapters: list[Any],
+        keep: int = 1,
     ) -> tuple[Any, torch.Tensor]:
-        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
+        """(cache, logits of the last position (batch, vocab), or of the last `keep` (batch, keep, vocab))."""
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if self.keep_logits else {}
         mixes = {i: a for i, a in enumerate(adapters) if isinstance(a, tuple)}
         if self.peft and any(a is not None for a in adapters):
             current = self._current()
             if current == PEFT_BASE and any(a not in (None, PEFT_BASE) for a in adapters):
                 # PEFT ignores adapter_names inside disable_adapter(): the rows would silently get the base model
                 raise RuntimeError("rows name adapters while the model's adapters are disabled")
-            kwargs["adapter_names"] = [
-                PEFT_BASE if i in mixes else a or current for i, a in enumerate(adapters)
-            ]
+            names = [PEFT_BASE if i in mixes else a or current for i, a in enumerate(adapters)]
+            if any(n != current for n in names):  # all rows on the active adapter: PEFT's plain (faster) path
+                kwargs["adapter_names"] = names
         kwargs[self.cache_arg] = cache
         groups: dict[Mix, list[int]] = {}
         for row, mix in mixes.items():
@@ -162,7 +177,8 @@ class BatchDecoder:
         if cache is None:  # GPT-1, XLM, RecurrentGemma: no key/value cache comes back
             raise UnsupportedModel(f"{type(self.model).__name__} returns no key/value cache; batched decoding "
                                    "needs one")  # fmt: skip
-        return cache, out.logits[:, -1, :].float()  # (batch, vocab)
+        logits = out.logits[:, -keep:, :].float()  # (batch, keep, vocab)
+        return cache, logits[:, 0] if keep == 1 else logits
 
     @torch.inference_mode()
     def add(self, items: list[tuple[Any, GenRequest]]) -> None:
@@ -224,13 +240,19 @@ class BatchDecoder:
         if len(keep) == len(self.rows):
             return
         index = torch.tensor(keep, device=self.device)
-        mask = self.mask[index]
-        start = int((mask.cumsum(-1) == 0).sum(-1).min())  # leading all-padding columns
         for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
         self.rows = [self.rows[i] for i in keep]
-        self.mask, self.next_pos, self.logits = mask[:, start:], self.next_pos[index], self.logits[index]
+        self.mask, self.next_pos, self.logits = self.mask[index], self.next_pos[index], self.logits[index]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the leading cache columns that are padding in every row."""
+        start = int((self.mask.cumsum(-1) == 0).sum(-1).min())
+        if start:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self.mask = self.mask[:, start:]
 
     def _finish(self, row: _Row, token: int) -> str | None:
         req = row.req
@@ -259,13 +281,81 @@ class BatchDecoder:
                 keep.append(i)
                 new_tokens.append(token)
         self._keep(keep)
-        if self.rows:
+        drafts = _drafts(self) if self.rows else None
+        if drafts:
+            done += _verify(self, new_tokens, drafts)
+        elif self.rows:
             ids = torch.tensor(new_tokens, device=self.device).unsqueeze(1)  # (batch, 1)
             self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
             self.cache, self.logits = self._forward(ids, self.mask, self.next_pos.unsqueeze(1), self.cache,
                                                     [r.req.adapter for r in self.rows])  # fmt: skip
             self.next_pos = self.next_pos + 1
         return done
+
+
+def _greedy_plain(req: GenRequest) -> bool:
+    """Rows whose next tokens drafts can be checked against: greedy, nothing reshaping the logits."""
+    return req.temperature < GREEDY_BELOW and req.repetition_penalty == 1.0
+
+
+def _drafts(decoder: BatchDecoder) -> list[list[int]] | None:
+    """A prompt-lookup draft per row ([] for rows that get none), or None: no row has one, or the batch is
+    too large for drafts to be nearly free (rows x (draft + 1) > lookahead_tokens)."""
+    length = min(decoder.lookahead, decoder.lookahead_tokens // len(decoder.rows) - 1)
+    if length < 1:
+        return None
+    drafts = []
+    for row in decoder.rows:
+        room = row.req.max_new_tokens - len(row.tokens) - 1  # the last token comes from the model itself
+        ok = _greedy_plain(row.req) and room > 0
+        drafts.append(find_draft(row.req.input_ids + row.tokens, min(length, room)) if ok else [])
+    return drafts if any(drafts) else None
+
+
+def _verify(decoder: BatchDecoder, last: list[int], drafts: list[list[int]]) -> list[tuple[Any, GenResult]]:
+    """One forward over each row's last token and its draft; keep the draft tokens greedy decoding would
+    have produced (and the logits after them), drop the rest from the cache; the rows that ended."""
+    width = 1 + max(len(d) for d in drafts)
+    ids = torch.zeros((len(drafts), width), dtype=torch.long)
+    valid = torch.zeros((len(drafts), width), dtype=torch.long)
+    for r, (token, draft) in enumerate(zip(last, drafts, strict=True)):
+        ids[r, : 1 + len(draft)] = torch.tensor([token, *draft])
+        valid[r, : 1 + len(draft)] = 1
+    ids, valid = ids.to(decoder.device), valid.to(decoder.device)
+    decoder.mask = torch.cat([decoder.mask, valid], dim=1)
+    pos = decoder.next_pos[:, None] + torch.arange(width, device=decoder.device)
+    decoder.cache, logits = decoder._forward(ids, decoder.mask, pos, decoder.cache,
+                                             [r.req.adapter for r in decoder.rows], keep=width)  # fmt: skip
+    predicted = logits.argmax(-1).tolist()  # (batch, width): greedy choice after each position
+    done, keep, taken = [], [], []
+    for r, (row, draft) in enumerate(zip(decoder.rows, drafts, strict=True)):
+        count, reason = 0, None
+        for token in draft[: accepted(draft, predicted[r])]:
+            row.tokens.append(token)
+            count += 1
+            reason = decoder._finish(row, token)
+            if reason:
+                done.append((row.key, GenResult(row.tokens, reason)))
+                break
+        if not reason:
+            keep.append(r)
+        taken.append(count)
+    decoder.drafted += sum(len(d) for d in drafts)
+    decoder.accepted += sum(taken)
+    counts = torch.tensor(taken, device=decoder.device)
+    decoder.logits = logits[
+        torch.arange(len(taken), device=decoder.device), counts
+    ]  # after the last kept token
+    decoder.next_pos = decoder.next_pos + 1 + counts
+    shifts = width - 1 - counts  # rejected (and padding) columns sit at each row's end: move them off it
+    for layer in decoder.cache.layers:
+        layer.keys, layer.values = shift_right(layer.keys, shifts, 2), shift_right(layer.values, shifts, 2)
+    decoder.mask = shift_right(decoder.mask, shifts, 1) * (
+        torch.arange(decoder.mask.shape[1], device=decoder.device) >= shifts[:, None]
+    )
+    decoder._trim()
+    decoder._keep(keep)
+    return done
 
 
 def decode_all(decoder: BatchDecoder, requests: list[GenRequest], max_batch: int) -> list[GenResult]:

@@ -174,19 +174,20 @@ def _stop_ids(tokenizer: Any) -> set[int]:
 
 def generate_all(
     model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int = 8,
-    adapters: list[Any] | None = None, **kw: Any,
+    adapters: list[Any] | None = None, lookahead: int = 4, **kw: Any,
 ) -> tuple[list[Generated], float]:  # fmt: skip
     """Generate for every prompt with the batch engine (at most `batch_size` rows at once, shortest prompts
     first, finished rows leave and waiting ones join); returns results in prompt order and seconds.
 
     `adapters`, one per prompt, picks what answers each row: None (the model as it is set up), "base", an
-    adapter's name, or a per-request mix (a ((adapter, weight), ...) tuple or a name given to add_row_mix)."""
+    adapter's name, or a per-request mix (a ((adapter, weight), ...) tuple or a name given to add_row_mix).
+    `lookahead`: the longest prompt-lookup draft greedy rows check per step in small batches (0: none)."""
     start = time.perf_counter()
     if runs_remote_code(model):
         return _by_adapter(model, tokenizer, prompts, opts, batch_size, adapters, **kw)
     try:
         rows = [_engine_adapter(model, a) for a in adapters] if adapters else None
-        results = _engine_generate(model, tokenizer, prompts, opts, batch_size, rows, **kw)
+        results = _engine_generate(model, tokenizer, prompts, opts, batch_size, rows, lookahead, **kw)
     except UnsupportedModel as err:
         logger.info("%s: generating batch by batch with model.generate", err)
         return _by_adapter(model, tokenizer, prompts, opts, batch_size, adapters, **kw)
@@ -221,7 +222,8 @@ def _by_adapter(model: Any, tokenizer: Any, prompts: list[str], opts: Generation
 
 def _engine_generate(
     model: Any, tokenizer: Any, prompts: list[str], opts: GenerationOptions, batch_size: int,
-    adapters: list[Any] | None = None, add_special_tokens: bool = False, **generate_kwargs: Any,
+    adapters: list[Any] | None = None, lookahead: int = 4, add_special_tokens: bool = False,
+    **generate_kwargs: Any,
 ) -> list[Generated]:  # fmt: skip
     """The engine's way; `generate_kwargs` (e.g. use_cache) are for model.generate, which it does not call."""
     ids = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
@@ -231,7 +233,10 @@ def _engine_generate(
     )
     requests = [GenRequest(ids[i], adapters[i] if adapters else None, opts.max_new_tokens,
                            repetition_penalty=opts.repetition_penalty, **sampling) for i in order]  # fmt: skip
-    decoded = decode_all(BatchDecoder(model, _stop_ids(tokenizer)), requests, batch_size)
+    decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead)
+    decoded = decode_all(decoder, requests, batch_size)
+    if decoder.drafted:
+        logger.debug("lookahead kept %d of %d draft tokens", decoder.accepted, decoder.drafted)
     results: list[Generated | None] = [None] * len(prompts)
     for i, out in zip(order, decoded, strict=True):
         text = tokenizer.decode(out.tokens, skip_special_tokens=True)
