@@ -30,9 +30,9 @@ def served(tiny_model, tmp_path_factory):
     gate.set()
     forward, step = decoder._forward, decoder.step
 
-    def recording_forward(ids, mask, pos, cache, adapters):
+    def recording_forward(ids, mask, pos, cache, adapters, keep=1):
         forwards.append(list(adapters))
-        return forward(ids, mask, pos, cache, adapters)
+        return forward(ids, mask, pos, cache, adapters, keep)
 
     def gated_step():
         gate.wait()
