@@ -11,6 +11,10 @@ step, and new rows join at step boundaries: they are prefilled on their own, the
 the running one by left-padding both to a common length. Greedy rows give the same tokens as a one-row
 `model.generate` for the same adapter (tests/models/test_batch_engine.py).
 
+While the batch is small (rows x 5 <= 16 tokens by default), greedy rows also check a prompt-lookup draft of
+up to 4 tokens in the same forward (models/lookahead.py): the tokens greedy decoding would produce anyway are
+kept, several per step, and the rest are shifted off the row's cache; outputs are unchanged.
+
 Seeded sampling draws from the row's own generator, so its tokens do not depend on what else shares the
 batch, up to float rounding of the logits (a different batch shape may change the last bits).
 """
