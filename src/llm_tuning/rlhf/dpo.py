@@ -31,15 +31,15 @@ from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
-    TrainerOptions,
+    PreferenceTrainerOptions,
     begin_run,
     check_adapter_flags,
     keep_short,
     load_preference_splits,
     save_outputs,
-    trainer_arguments,
 )
 from llm_tuning.rlhf.data import PreferencePair, encode_reply, render_prompt
+from llm_tuning.training_options import trainer_arguments
 
 logger = logging.getLogger(__name__)
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
@@ -47,7 +47,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_
 
 
 @dataclass
-class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, TrainerOptions):
+class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrainerOptions):
     """Direct preference optimisation of a LoRA adapter on {prompt, chosen, rejected} pairs."""
 
     output_dir: str = option("weights/dpo", "where the adapter, logs and checkpoints go")
@@ -105,8 +105,7 @@ def build_policy(cfg: DPOConfig) -> tuple[Any, Any]:
     model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
     if cfg.sft_adapter:
         return attach_lora(model, None, cfg.sft_adapter, "--sft_adapter"), None
-    return model, lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                              cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
+    return model, lora_config(model, cfg)
 
 
 def held_out_metrics(
@@ -134,8 +133,8 @@ def run(cfg: DPOConfig) -> DPOResult:
     logger.info("DPO: %d training pairs, %d held out", len(train_pairs), len(eval_pairs))
     model, peft_config = build_policy(cfg)
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
-    args = TRLDPOConfig(**trainer_arguments(cfg, bool(eval_pairs), dtype), beta=cfg.beta, loss_type=[cfg.loss_type],
-                        label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)  # fmt: skip
+    args = trainer_arguments(cfg, TRLDPOConfig, bool(eval_pairs), dtype, beta=cfg.beta, loss_type=[cfg.loss_type],
+                             label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)  # fmt: skip
     collector = LogCollector()
     marks = begin_run(cfg, collector)
     trainer = DPOTrainer(
