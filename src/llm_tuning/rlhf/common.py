@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,7 +25,7 @@ from llm_tuning.config import ConfigError, check_choice, check_positive, option,
 from llm_tuning.data.read import DataError
 from llm_tuning.files import discard_staged, install_files, staging_folder
 from llm_tuning.models.adapter_check import check_adapter_folder, record_base_model
-from llm_tuning.rlhf.data import PreferencePair, read_preferences
+from llm_tuning.rlhf.data import read_preferences
 from llm_tuning.training_options import TrainerOptions
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ REFERENCE_KINDS = ("auto", "base", "initial")
 
 @dataclass
 class PreferenceDataOptions:
+    rows_wanted: ClassVar[str] = "the preference pairs: --data FILE with prompt, chosen and rejected fields"
+
     data: str | None = option(
         None, "JSON/JSONL/CSV of {prompt, chosen, rejected} rows", aliases=("train_file",)
     )
@@ -59,9 +61,7 @@ class PreferenceDataOptions:
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise ConfigError(
-                "give the preference pairs: --data FILE with prompt, chosen and rejected fields"
-            )
+            raise ConfigError(f"give {self.rows_wanted}")
         if not 0 <= self.eval_split < 1:
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
         check_choice("template", self.template, ("chat", "none"))
@@ -102,12 +102,16 @@ def begin_run(cfg: Any, collector: Any) -> Any:
 
 
 def load_preference_splits(
-    cfg: PreferenceDataOptions, seed: int = 42
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """(train pairs, eval pairs): --eval_data, or a seeded --eval_split of --data; subsets applied."""
-    pairs = read_preferences(cfg.data, cfg.prompt_key)
+    cfg: PreferenceDataOptions, seed: int = 42, reader: Callable[[str, str], list] | None = None
+) -> tuple[list, list]:
+    """(train rows, eval rows): --eval_data, or a seeded --eval_split of --data; subsets applied.
+
+    `reader` reads a file's rows (default: preference pairs; KTO passes its feedback reader).
+    """
+    read = reader or read_preferences
+    pairs = read(cfg.data, cfg.prompt_key)
     if cfg.eval_data:
-        held_out = read_preferences(cfg.eval_data, cfg.prompt_key)
+        held_out = read(cfg.eval_data, cfg.prompt_key)
     elif cfg.eval_split > 0 and len(pairs) > 1:
         order = list(range(len(pairs)))
         random.Random(seed).shuffle(order)
