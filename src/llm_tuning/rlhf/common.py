@@ -127,14 +127,16 @@ def load_preference_splits(
     return pairs, held_out
 
 
-def keep_short(encoded: list[tuple[list[int], list[int]]], max_length: int, path: str) -> list[int]:
-    """Indices of pairs whose both sides fit in max_length tokens; a DataError if none does."""
+def keep_short(
+    encoded: list[tuple[list[int], list[int]]], max_length: int, path: str, what: str = "pair"
+) -> list[int]:
+    """Indices of pairs (or feedback rows) whose sides all fit in max_length tokens; a DataError if none does."""
     kept = [i for i, (a, b) in enumerate(encoded) if len(a) <= max_length and len(b) <= max_length]
     if encoded and len(kept) < len(encoded):
-        logger.warning("%s: dropped %d of %d pairs longer than --max_length %d", path, len(encoded) - len(kept),
-                       len(encoded), max_length)  # fmt: skip
+        logger.warning("%s: dropped %d of %d %ss longer than --max_length %d", path, len(encoded) - len(kept),
+                       len(encoded), what, max_length)  # fmt: skip
     if encoded and not kept:
-        raise DataError(path, None, f"every pair is longer than --max_length {max_length} tokens",
+        raise DataError(path, None, f"every {what} is longer than --max_length {max_length} tokens",
                         hint="raise --max_length")  # fmt: skip
     return kept
 

@@ -174,6 +174,15 @@ def read_feedback(path: str | Path, prompt_key: str = "prompt") -> list[Feedback
     return rows
 
 
+def feedback_from_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """KTO rows from preference rows: each pair's chosen reply as a good row, its rejected one as a bad row."""
+    out = []
+    for row in rows:
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return out
+
+
 def read_prompts(path: str | Path, prompt_key: str = "prompt") -> list[PromptRow]:
     """Prompt rows for PPO / GRPO: `prompt_key` text or `messages` (trailing assistant turns dropped)."""
     rows = []

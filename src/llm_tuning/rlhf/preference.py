@@ -114,7 +114,8 @@ def fitting_rows(tokenizer: Any, rows: list[Row], cfg: Any, path: str) -> list[R
         prompt = render_prompt(tokenizer, row.prompt, cfg.template, cfg.system_prompt)
         ids = [encode_reply(tokenizer, prompt, text) for text in replies(row)]
         encoded.append((ids[0], ids[-1]))
-    return [rows[i] for i in keep_short(encoded, cfg.max_length, path)]
+    what = "row" if rows and isinstance(rows[0], FeedbackRow) else "pair"
+    return [rows[i] for i in keep_short(encoded, cfg.max_length, path, what)]
 
 
 def build_policy(cfg: Any) -> tuple[Any, Any]:
