@@ -194,6 +194,9 @@ FLAG_CASES: list[Case] = [
     # grpo / ppo
     ("grpo-generations-1", GRPO + "--reward exact_match --num_generations 1", {}, ["--num_generations must be >= 2"]),
     ("grpo-no-reward", GRPO, {}, ["give a reward"]),
+    ("rloo-generations-1", GRPO.replace("grpo", "rloo", 1) + "--reward exact_match --num_generations 1", {}, ["--num_generations must be >= 2"]),
+    ("rloo-no-reward", GRPO.replace("grpo", "rloo", 1), {}, ["give a reward"]),
+    ("rloo-beta-negative", GRPO.replace("grpo", "rloo", 1) + "--reward exact_match --beta -1", {}, ["--beta must be >= 0"]),
     ("grpo-reward-unknown", GRPO + "--reward kindness", {}, ["--reward 'kindness' is not a built-in reward"]),
     ("grpo-reward-no-file", GRPO + "--reward {d}/nope.py:fn", {}, ["nope.py does not exist"]),
     ("grpo-reward-syntax", GRPO + "--reward {d}/bad.py:fn", {"bad.py": "def fn(:\n"}, ["bad.py", "raised SyntaxError"]),

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kto": ("llm_tuning.rlhf.kto:KTOConfig", "llm_tuning.rlhf.kto:run",
             "KTO of a LoRA adapter on unpaired good/bad replies"),
     "grpo": ("llm_tuning.rlhf.grpo:GRPOConfig", "llm_tuning.rlhf.grpo:run", "GRPO with verifiable reward functions"),
+    "rloo": ("llm_tuning.rlhf.rloo:RLOOConfig", "llm_tuning.rlhf.rloo:run",
+             "RLOO (leave-one-out baseline) with verifiable reward functions"),
     "mix": ("llm_tuning.infer.mix:MixConfig", "llm_tuning.infer.mix:run_mix", "mix weighted adapters into one adapter folder"),
     "merge": ("llm_tuning.infer.mix:MergeConfig", "llm_tuning.infer.mix:run_merge",
               "merge adapters into the base model: a full model folder"),
