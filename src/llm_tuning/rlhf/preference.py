@@ -143,6 +143,9 @@ def load_rows(cfg: Any, method: PreferenceMethod, tokenizer: Any) -> tuple[list[
     train_rows = fitting_rows(tokenizer, train_rows, cfg, cfg.data)
     eval_rows = fitting_rows(tokenizer, eval_rows, cfg, cfg.eval_data or cfg.data) if eval_rows else []
     logger.info("%s: %d training rows, %d held out", method.name, len(train_rows), len(eval_rows))
+    if method.unpaired and len({r.label for r in train_rows}) == 1:
+        logger.warning("%s: every training row is labelled %s: KTO learns from both good and bad replies; add "
+                       "rows of the other kind", cfg.data, str(train_rows[0].label).lower())  # fmt: skip
     return train_rows, eval_rows
 
 
