@@ -1,7 +1,10 @@
 """DPO, ORPO, SimPO, CPO and KTO on the demo's arithmetic preference pairs, from the same SFT adapter, measured alike.
 
-    .venv/bin/python bench/preference_methods.py                 # embedded model, ~6 min per method on 2 cores
-    .venv/bin/python bench/preference_methods.py --methods kto --tiny --max_steps 2   # plumbing check
+    OMP_NUM_THREADS=1 .venv/bin/python bench/preference_methods.py --no_exact_match   # embedded model
+    .venv/bin/python bench/preference_methods.py --methods sft,dpo --model TINY --pairs P --sft_adapter A --max_steps 1
+
+9-22 min per method on a shared 2-core machine (OMP_NUM_THREADS=1 there: two threads on a busy machine
+ran 3x slower); the methods run one after another in one process; `--methods sft` scores the start alone.
 
 Data: `llm-tuning demo --rlhf`'s preference_pairs.jsonl (480 pairs: the right answer chosen over one
 off by 1, 2 or 10) and the main demo's SFT adapter. Every method gets the README's DPO flags (--eval_split
@@ -12,6 +15,7 @@ a batch of 8 rows is half the replies of 8 pairs). Then, for every adapter the s
 chosen reply's log-prob rose more than the rejected one's), the mean log-ratio margin, the policy's own
 preference (log p(chosen) > log p(rejected)), and greedy exact match on the demo's 60 held-out questions.
 Writes OUTPUT/results.jsonl (one line per method, as each finishes) and prints the Markdown table.
+TRL evaluates once, at the end (--eval_steps 10000): the held-out passes cost as much as ~10 training steps.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def configs(args: argparse.Namespace, out: Path, feedback: tuple[str, str]) -> d
     from llm_tuning.rlhf.simpo import SimPOConfig
 
     common = dict(model=args.model, sft_adapter=args.sft_adapter, max_steps=args.max_steps,
-                  per_device_train_batch_size=8, learning_rate=5e-5, max_length=128, logging_steps=5,
+                  per_device_train_batch_size=8, learning_rate=5e-5, max_length=128, logging_steps=5, eval_steps=10_000,
                   save_steps=10_000, report_to="none", overwrite_output_dir=True)  # fmt: skip
     paired = dict(common, data=args.pairs, eval_split=0.1667)
     return {
