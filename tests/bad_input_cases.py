@@ -1,7 +1,7 @@
 """The corpus of bad inputs that tests/test_bad_input.py runs: every command that reads user input.
 
 A case is (id, argv, files, expected): argv is a command line whose {placeholders} name fixtures ({model},
-{other_model}, {prompts}, {qa}, {pairs}, {rl}, {sde}, {d} = the case's own folder, adapter variants such as
+{other_model}, {prompts}, {qa}, {pairs}, {feedback} (KTO rows), {rl}, {sde}, {d} = the case's own folder, adapter variants such as
 {trunc}); files are written into {d} first (str or bytes); every expected substring must be in the one error
 line. Each case must exit 2 with `llm-tuning CMD: error: ...` and no traceback.
 """
@@ -25,6 +25,8 @@ ADAPTER_COMMANDS = {
     "train": "train --model {model} --data {qa} --prompt_key q --target_key a --previous_lora_weights {A} " "--max_steps 1 --output_dir {d}/w --report_to none",
     "dpo": "dpo --model {model} --data {pairs} --sft_adapter {A} --max_steps 1 --output_dir {d}/w --report_to none",
     "rm": "rm --model {model} --data {pairs} --sft_adapter {A} --max_steps 1 --output_dir {d}/w --report_to none",
+    "orpo": "orpo --model {model} --data {pairs} --sft_adapter {A} --max_steps 1 --output_dir {d}/w --report_to none",
+    "kto": "kto --model {model} --data {feedback} --sft_adapter {A} --max_steps 1 --output_dir {d}/w --report_to none",
     "rm-score": "rm score --model {model} --adapter {A} --data {pairs} --output_file {d}/s.jsonl",
     "grpo": "grpo --model {model} --data {rl} --sft_adapter {A} --reward exact_match --max_steps 1 --batch_size 2 " "--num_generations 2 --max_new_tokens 2 --output_dir {d}/w --report_to none",
     "ppo": "ppo --model {model} --data {rl} --sft_adapter {A} --reward exact_match --max_steps 1 --batch_size 2 " "--mini_batch_size 2 --max_new_tokens 2 --output_dir {d}/w --report_to none",
@@ -69,6 +71,10 @@ COMPARE = "compare --model {model} --adapter {good} --data_path {prompts} --max_
 TOKENIZE = "tokenize --model {model} --output_dir {d}/tok "
 DPO = "dpo --model {model} --data {pairs} --max_steps 1 --output_dir {d}/w --report_to none "
 RM = "rm --model {model} --data {pairs} --max_steps 1 --output_dir {d}/w --report_to none "
+ORPO = "orpo --model {model} --data {pairs} --max_steps 1 --output_dir {d}/w --report_to none "
+SIMPO = "simpo --model {model} --data {pairs} --max_steps 1 --output_dir {d}/w --report_to none "
+CPO = "cpo --model {model} --data {pairs} --max_steps 1 --output_dir {d}/w --report_to none "
+KTO = "kto --model {model} --data {feedback} --max_steps 1 --output_dir {d}/w --report_to none "
 GRPO = ("grpo --model {model} --data {rl} --max_steps 1 --batch_size 2 --num_generations 2 --max_new_tokens 2 "
         "--output_dir {d}/w --report_to none ")  # fmt: skip
 PPO = ("ppo --model {model} --data {rl} --max_steps 1 --batch_size 2 --mini_batch_size 2 --max_new_tokens 2 "
@@ -192,6 +198,19 @@ FLAG_CASES: list[Case] = [
     ("dpo-no-data", "dpo --model {model}", {}, ["give the preference pairs"]),
     ("dpo-eval-split", DPO + "--eval_split 1", {}, ["--eval_split must be in [0, 1)"]),
     ("dpo-subset-0", DPO + "--train_subset 0", {}, ["--train_subset must be a number of pairs >= 1"]),
+    # orpo / simpo / cpo / kto (the shared preference runner)
+    ("orpo-beta-0", ORPO + "--beta 0", {}, ["--beta must be > 0"]),
+    ("orpo-no-data", "orpo --model {model}", {}, ["give the preference pairs"]),
+    ("orpo-lr-negative", ORPO + "--learning_rate -1", {}, ["--learning_rate must be > 0"]),
+    ("orpo-extra-args-unknown", ORPO + "{d}/r.yaml", {"r.yaml": "extra_args: {warp_speed: 9}\n"}, ["extra_args: 'warp_speed' are not TRL ORPOConfig fields"]),
+    ("simpo-loss-type", SIMPO + "--loss_type dpo", {}, ["--loss_type 'dpo' is not valid", "simpo"]),
+    ("simpo-gamma-negative", SIMPO + "--simpo_gamma -1", {}, ["--simpo_gamma must be >= 0"]),
+    ("cpo-alpha-negative", CPO + "--cpo_alpha -0.5", {}, ["--cpo_alpha must be >= 0"]),
+    ("cpo-label-smoothing", CPO + "--label_smoothing 0.9", {}, ["--label_smoothing must be in [0, 0.5]"]),
+    ("kto-no-data", "kto --model {model}", {}, ["give the feedback rows", "completion and label"]),
+    ("kto-batch-1", KTO + "--per_device_train_batch_size 1", {}, ["--per_device_train_batch_size must be >= 2 for KTO"]),
+    ("kto-loss-type", KTO + "--loss_type sigmoid", {}, ["--loss_type 'sigmoid' is not valid"]),
+    ("kto-weight-0", KTO + "--desirable_weight 0", {}, ["--desirable_weight must be > 0"]),
     ("rm-batch-0", RM + "--per_device_train_batch_size 0", {}, ["--per_device_train_batch_size must be > 0"]),
     ("rm-max-length-0", RM + "--max_length 0", {}, ["--max_length must be > 0"]),
     ("rm-device-cuda-99", RM + "--device cuda:99", {}, ["--device cuda:99"]),
@@ -200,6 +219,9 @@ FLAG_CASES: list[Case] = [
     # grpo / ppo
     ("grpo-generations-1", GRPO + "--reward exact_match --num_generations 1", {}, ["--num_generations must be >= 2"]),
     ("grpo-no-reward", GRPO, {}, ["give a reward"]),
+    ("rloo-generations-1", GRPO.replace("grpo", "rloo", 1) + "--reward exact_match --num_generations 1", {}, ["--num_generations must be >= 2"]),
+    ("rloo-no-reward", GRPO.replace("grpo", "rloo", 1), {}, ["give a reward"]),
+    ("rloo-beta-negative", GRPO.replace("grpo", "rloo", 1) + "--reward exact_match --beta -1", {}, ["--beta must be >= 0"]),
     ("grpo-reward-unknown", GRPO + "--reward kindness", {}, ["--reward 'kindness' is not a built-in reward"]),
     ("grpo-reward-no-file", GRPO + "--reward {d}/nope.py:fn", {}, ["nope.py does not exist"]),
     ("grpo-reward-syntax", GRPO + "--reward {d}/bad.py:fn", {"bad.py": "def fn(:\n"}, ["bad.py", "raised SyntaxError"]),
@@ -293,6 +315,8 @@ READERS = {
     "compare": "compare --model {model} --adapter {good} --data_path {F} --output_file {d}/c.jsonl --max_new_tokens 2",
     "dpo": "dpo --model {model} --data {F} --max_steps 1 --output_dir {d}/w --report_to none",
     "rm": "rm --model {model} --data {F} --max_steps 1 --output_dir {d}/w --report_to none",
+    "orpo": "orpo --model {model} --data {F} --max_steps 1 --output_dir {d}/w --report_to none",
+    "kto": "kto --model {model} --data {F} --max_steps 1 --output_dir {d}/w --report_to none",
     "rm-score": "rm score --model {model} --adapter {good} --data {F} --output_file {d}/s.jsonl",
     "grpo": GRPO.replace("{rl}", "{F}") + "--reward exact_match",
     "ppo": PPO.replace("{rl}", "{F}"),
@@ -329,6 +353,16 @@ ROW_CASES: list[Case] = [
     ("dpo-csv-missing-column", DPO.replace("{pairs}", "{d}/p.csv"), {"p.csv": "prompt,chosen\na,b\n"}, ["p.csv, row 1, field 'rejected': is missing"]),
     ("dpo-same-reply", DPO.replace("{pairs}", "{d}/p.jsonl"), {"p.jsonl": '{"prompt": "a", "chosen": "x", "rejected": "x"}\n'}, ["p.jsonl, row 1, field 'rejected': is the same text as chosen"]),
     ("dpo-null-chosen", DPO.replace("{pairs}", "{d}/p.jsonl"), {"p.jsonl": '{"prompt": "a", "chosen": null, "rejected": "x"}\n'}, ["p.jsonl, row 1, field 'chosen': is missing"]),
+    ("orpo-same-reply", ORPO.replace("{pairs}", "{d}/p.jsonl"), {"p.jsonl": '{"prompt": "a", "chosen": "x", "rejected": "x"}\n'}, ["p.jsonl, row 1, field 'rejected': is the same text as chosen"]),
+    ("simpo-all-too-long", SIMPO + "--max_length 4", {}, ["every pair is longer than --max_length 4"]),
+    ("cpo-csv-missing-column", CPO.replace("{pairs}", "{d}/p.csv"), {"p.csv": "prompt,chosen\na,b\n"}, ["p.csv, row 1, field 'rejected': is missing"]),
+    ("kto-label-not-boolean", KTO.replace("{feedback}", "{d}/f.jsonl"), {"f.jsonl": '{"prompt": "a", "completion": "x", "label": true}\n{"prompt": "a", "completion": "y", "label": "maybe"}\n'}, ["f.jsonl, row 2, field 'label': must be true or false, got 'maybe'"]),
+    ("kto-label-number", KTO.replace("{feedback}", "{d}/f.jsonl"), {"f.jsonl": '{"prompt": "a", "completion": "x", "label": 2}\n'}, ["f.jsonl, row 1, field 'label': must be true or false, got 2"]),
+    ("kto-label-missing", KTO.replace("{feedback}", "{d}/f.jsonl"), {"f.jsonl": '{"prompt": "a", "completion": "x"}\n'}, ["f.jsonl, row 1, field 'label': is missing"]),
+    ("kto-csv-label-word", KTO.replace("{feedback}", "{d}/f.csv"), {"f.csv": "prompt,completion,label\na,x,true\nb,y,good\n"}, ["f.csv, row 2, field 'label': must be true or false, got 'good'"]),
+    ("kto-given-pairs", KTO.replace("{feedback}", "{pairs}"), {}, ["pairs.jsonl, row 1, field 'completion': is missing", "dpo, orpo, simpo or cpo"]),
+    ("kto-empty-completion", KTO.replace("{feedback}", "{d}/f.jsonl"), {"f.jsonl": '{"prompt": "a", "completion": " ", "label": false}\n'}, ["f.jsonl, row 1, field 'completion': is empty"]),
+    ("kto-all-too-long", KTO + "--max_length 4", {}, ["every row is longer than --max_length 4"]),
     ("rm-empty-rejected", RM.replace("{pairs}", "{d}/p.jsonl"), {"p.jsonl": '{"prompt": "a", "chosen": "x", "rejected": ""}\n'}, ["p.jsonl, row 1, field 'rejected': is empty"]),
     ("rm-eval-data-missing", RM + "--eval_data {d}/ghost.jsonl", {}, ["ghost.jsonl: file does not exist"]),
     ("rm-score-no-response", "rm score --model {model} --adapter {good} --data {d}/r.jsonl", {"r.jsonl": '{"prompt": "a"}\n'}, ["r.jsonl, row 1, field 'response': is missing"]),

@@ -106,6 +106,9 @@ def world(tiny_model, other_model, tmp_path_factory) -> dict[str, str]:
     pairs = root / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": f"{i + 5}"}) + "\n"
                              for i in range(4)))  # fmt: skip
+    feedback = root / "feedback.jsonl"
+    feedback.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "completion": f"{i + 1 + i % 2}", "label": i % 2 == 0}) + "\n"
+                                for i in range(4)))  # fmt: skip
     rl = root / "rl.jsonl"
     rl.write_text(
         "".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(4))
@@ -116,7 +119,7 @@ def world(tiny_model, other_model, tmp_path_factory) -> dict[str, str]:
     build_model(big, "llama", hidden_size=64, intermediate_size=96)
     good = Path(_train(tiny_model, qa, root / "good_adapter"))
     world = {"model": tiny_model, "other_model": other_model, "qa": str(qa), "prompts": str(prompts),
-             "pairs": str(pairs), "rl": str(rl), "sde": str(sde), "good": str(good),
+             "pairs": str(pairs), "feedback": str(feedback), "rl": str(rl), "sde": str(sde), "good": str(good),
              "other_size_adapter": random_adapter(str(big), root / "other_size_adapter"),
              "other_base_adapter": _foreign(other_model, root / "other_base_adapter"),
              "rm_other_size_adapter": _reward_model(str(big), root / "rm" / "other_size_adapter"),

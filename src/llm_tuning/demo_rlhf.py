@@ -24,6 +24,7 @@ from llm_tuning.data.template import prompt_text
 from llm_tuning.eval.answers import is_correct
 from llm_tuning.models.adapters import load_with_adapters
 from llm_tuning.models.generate import GenerationOptions, generate_all
+from llm_tuning.rlhf.data import feedback_from_pairs
 from llm_tuning.rlhf.grpo import GRPOConfig
 from llm_tuning.rlhf.grpo import run as grpo
 from llm_tuning.rlhf.ppo import PPOConfig
@@ -114,9 +115,9 @@ def run_rlhf_demo(cfg: RLHFDemoConfig) -> RLHFDemoResult:
     out = Path(cfg.output_dir)
     train_q, test_q = make_split(cfg.train_size, cfg.test_size, cfg.seed)
     train_file = write_jsonl(to_rows(train_q), out / "arithmetic_train.jsonl")
-    pairs_file = write_jsonl(
-        preference_rows(train_q[: cfg.rm_pairs], cfg.seed), out / "preference_pairs.jsonl"
-    )
+    pairs = preference_rows(train_q[: cfg.rm_pairs], cfg.seed)
+    pairs_file = write_jsonl(pairs, out / "preference_pairs.jsonl")
+    write_jsonl(feedback_from_pairs(pairs), out / "feedback_rows.jsonl")  # for `llm-tuning kto`
     prompts_file = write_jsonl([{"prompt": q.prompt, "answer": q.answer} for q in train_q[cfg.rm_pairs :]],
                                out / "rl_prompts.jsonl")  # fmt: skip
     result = RLHFDemoResult(output_dir=out)

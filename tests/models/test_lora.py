@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm_tuning.config import ConfigError
+from llm_tuning.config import ConfigError, LoraOptions
 from llm_tuning.models.lora import attach_lora, count_parameters, find_lora_targets, lora_config
 
 PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
@@ -37,7 +37,7 @@ def test_targets_are_every_block_projection(arch_model):
 
 def test_lora_wraps_only_block_layers_and_trains(arch_model):
     arch, model = arch_model
-    peft_model = attach_lora(model, lora_config(model, rank=4, dropout=0.0))
+    peft_model = attach_lora(model, lora_config(model, LoraOptions(lora_rank=4)))
     try:
         wrapped = {name for name, m in peft_model.named_modules() if hasattr(m, "lora_A")}
         assert wrapped and all(".layers." in n or ".h." in n for n in wrapped)
@@ -54,7 +54,7 @@ def test_lora_wraps_only_block_layers_and_trains(arch_model):
 def test_explicit_target_modules(arch_model):
     arch, model = arch_model
     name = EXPECTED[arch][0]
-    config = lora_config(model, rank=2, target_modules=f" {name} ,")
+    config = lora_config(model, LoraOptions(lora_rank=2, target_modules=f" {name} ,"))
     assert set(config.target_modules) == {name}
     assert config.lora_alpha == 4  # default alpha = 2 x rank
 
@@ -62,7 +62,7 @@ def test_explicit_target_modules(arch_model):
 def test_invalid_target_module_lists_valid_ones(arch_model):
     arch, model = arch_model
     with pytest.raises(ConfigError) as info:
-        lora_config(model, target_modules="query_key_value")
+        lora_config(model, LoraOptions(target_modules="query_key_value"))
     message = str(info.value)
     assert "--target_modules query_key_value" in message
     assert all(name in message for name in EXPECTED[arch])

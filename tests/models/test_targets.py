@@ -8,7 +8,7 @@ import pytest
 import torch
 from arch_configs import tiny_config
 
-from llm_tuning.config import ConfigError
+from llm_tuning.config import ConfigError, LoraOptions
 from llm_tuning.models.lora import lora_config
 from llm_tuning.models.targets import (
     EXPERTS,
@@ -84,7 +84,7 @@ def test_peft_keeps_dense_and_shared_targets_on_a_v5_moe():
     from llm_tuning.models.lora import attach_lora
 
     model = tiny("deepseek_v3")
-    peft_model = attach_lora(model, lora_config(model, rank=2, dropout=0.0))
+    peft_model = attach_lora(model, lora_config(model, LoraOptions(lora_rank=2)))
     wrapped = {n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
     assert any(n.endswith("layers.0.mlp.down_proj") for n in wrapped)
     assert any(n.endswith("shared_experts.down_proj") for n in wrapped)
@@ -139,7 +139,7 @@ def test_summary_counts_add_up_to_the_trainable_parameters():
     from llm_tuning.models.lora import adapted_summary, attach_lora, count_parameters
 
     model = tiny("qwen2_moe")
-    config = lora_config(model, rank=2, dropout=0.0)
+    config = lora_config(model, LoraOptions(lora_rank=2))
     peft_model = attach_lora(model, config)
     lines = adapted_summary(peft_model, config.llm_tuning_targets)
     counted = sum(

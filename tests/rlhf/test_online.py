@@ -4,6 +4,7 @@ the base with adapters off), exact resume, and reward functions that fail."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -135,3 +136,22 @@ def test_a_failing_reward_function_stops_the_run(
 def test_ppo_needs_a_reward(tiny_model, prompts_file, capsys):
     assert main(["ppo", "--model", tiny_model, "--data", str(prompts_file)]) == 2
     assert "give a reward" in capsys.readouterr().err
+
+
+def test_rloo_command_runs_a_step_on_the_grpo_loop(tiny_model, prompts_file, reward_file, tmp_path):
+    """RLOO shares GRPO's rollouts and updates; one step trains the adapter only and logs the rewards."""
+    out = tmp_path / "rloo"
+    # length_reward differs between replies, so the leave-one-out advantages are not all 0
+    args = ["rloo", "--model", tiny_model, "--data", str(prompts_file), "--reward", "exact_match", "--reward",
+            f"{reward_file}:length_reward",
+            "--max_steps", "1", "--batch_size", "2", "--num_generations", "3", "--mini_batch_size", "6",
+            "--max_new_tokens", "6", "--lora_rank", "4", "--learning_rate", "1e-2", "--report_to", "none",
+            "--output_dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    log = json.loads((out / "training_log.json").read_text())
+    record = log["log"][0]
+    assert {"reward", "reward/exact_match", "reward/length_reward", "kl", "loss/policy"} <= set(record)
+    assert all(math.isfinite(v) for v in record.values())
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(".lora_" in k for k in weights)
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # B starts at 0: it moved

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from llm_tuning.rlhf.reward_math import dpo_loss, group_advantages, pairwise_accuracy, pairwise_reward_loss
+from llm_tuning.rlhf.reward_math import (
+    dpo_loss,
+    group_advantages,
+    leave_one_out_advantages,
+    pairwise_accuracy,
+    pairwise_reward_loss,
+)
 
 
 def test_pairwise_reward_loss_by_hand():
@@ -103,3 +109,21 @@ def test_group_of_one_gives_zero_advantage_not_nan():
 def test_group_advantages_rejects_size_that_does_not_divide():
     with pytest.raises(ValueError, match="group_size"):
         group_advantages(torch.zeros(5), group_size=2)
+
+
+def test_leave_one_out_advantages_by_hand():
+    # prompt 1 (k = 4): rewards 1, 0, 0, 1 -> baselines (0+0+1)/3, (1+0+1)/3, (1+0+1)/3, (1+0+0)/3
+    # prompt 2: all equal -> every advantage 0
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    expected = torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3, 0.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(leave_one_out_advantages(rewards, group_size=4), expected)
+    # k = 2: each reply's baseline is the other reply's reward
+    torch.testing.assert_close(
+        leave_one_out_advantages(torch.tensor([3.0, 1.0]), 2), torch.tensor([2.0, -2.0])
+    )
+    # k / (k - 1) x the GRPO-style centred reward, for any rewards
+    noisy = torch.randn(12)
+    centred = group_advantages(noisy, group_size=3, scale=False)
+    torch.testing.assert_close(leave_one_out_advantages(noisy, 3), centred * 3 / 2)
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        leave_one_out_advantages(torch.tensor([1.0, 2.0]), 1)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from llm_tuning.cli import main
+from llm_tuning.config import LoraOptions
 from llm_tuning.models.load import load_model, load_tokenizer
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.rlhf.reward_model import RewardAdapter, ScoreConfig, load_reward_model, score_sequences
@@ -62,7 +63,7 @@ def test_reward_adapter_on_a_causal_lm_scores_like_the_sequence_classifier(tiny_
         load_reward_model(ScoreConfig(model=tiny_model, adapter=reward_model_dir, data="x"), pad), seqs, pad
     )
     base = load_model(tiny_model)
-    policy = attach_lora(base, lora_config(base, rank=4))
+    policy = attach_lora(base, lora_config(base, LoraOptions(lora_rank=4)))
     shared = RewardAdapter(policy, reward_model_dir, pad)
     width = max(map(len, seqs))  # left padding, as in a PPO rollout
     ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
@@ -84,7 +85,7 @@ def test_bad_pairs_stop_rm_with_file_and_row(tiny_model, tmp_path, capsys):
 
 def test_rm_starts_from_an_sft_adapter(tiny_model, pairs_file, tmp_path):
     base = load_model(tiny_model)
-    sft = attach_lora(base, lora_config(base, rank=2, target_modules="q_proj,v_proj"))
+    sft = attach_lora(base, lora_config(base, LoraOptions(lora_rank=2, target_modules="q_proj,v_proj")))
     for name, p in sft.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)

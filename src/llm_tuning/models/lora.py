@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from llm_tuning.config import ConfigError
+from llm_tuning.config import ConfigError, LoraOptions
 from llm_tuning.models.targets import (
     LoraTargets,
     find_targets,
@@ -43,18 +43,23 @@ def find_lora_targets(model: nn.Module) -> list[str]:
 
 def lora_config(
     model: nn.Module,
-    rank: int = 8,
-    alpha: int | None = None,
-    dropout: float = 0.05,
-    target_modules: str | list[str] = "auto",
-    use_dora: bool = False,
-    use_rslora: bool = False,
+    options: LoraOptions | None = None,
+    *,
+    dropout: float | None = None,
     task_type: str = "CAUSAL_LM",
     modules_to_save: list[str] | None = None,
-    on_router: bool = False,
 ) -> Any:
-    """A PEFT LoraConfig; target_modules "auto" means every linear projection and expert weight."""
+    """A PEFT LoraConfig from the LoRA option group (rank, alpha, dropout, targets, DoRA, rsLoRA, routers).
+
+    target_modules "auto" means every linear projection and expert weight; `dropout` overrides the group's
+    (the RL loop needs none: its log-probs must be reproducible).
+    """
     from peft import LoraConfig
+
+    options = options if options is not None else LoraOptions()
+    rank, alpha, target_modules = options.lora_rank, options.lora_alpha, options.target_modules
+    use_dora, use_rslora, on_router = options.use_dora, options.use_rslora, options.lora_on_router
+    dropout = options.lora_dropout if dropout is None else dropout
 
     if target_modules == "auto":
         targets = find_targets(model, on_router=on_router)

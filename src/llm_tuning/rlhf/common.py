@@ -1,6 +1,6 @@
 """What the RLHF commands share: option groups, preference splits, adapter plumbing, saving outputs.
 
-    llm-tuning rm  --data pairs.jsonl ...     (TrainerOptions + PreferenceDataOptions)
+    llm-tuning rm  --data pairs.jsonl ...     (PreferenceTrainerOptions + PreferenceDataOptions)
     llm-tuning dpo --data pairs.jsonl ...     (the same groups)
     llm-tuning ppo / grpo ...                 (adapter helpers; their loop lives in rlhf/loop.py)
 
@@ -14,19 +14,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from llm_tuning.config import ConfigError, check_choice, check_positive, check_training, option, save_config
+from llm_tuning.config import ConfigError, check_choice, check_positive, option, save_config
 from llm_tuning.data.read import DataError
 from llm_tuning.files import discard_staged, install_files, staging_folder
 from llm_tuning.models.adapter_check import check_adapter_folder, record_base_model
-from llm_tuning.models.load import mixed_precision_flags
-from llm_tuning.rlhf.data import PreferencePair, read_preferences
+from llm_tuning.rlhf.data import read_preferences
+from llm_tuning.training_options import TrainerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ REFERENCE_KINDS = ("auto", "base", "initial")
 
 @dataclass
 class PreferenceDataOptions:
+    rows_wanted: ClassVar[str] = "the preference pairs: --data FILE with prompt, chosen and rejected fields"
+
     data: str | None = option(
         None, "JSON/JSONL/CSV of {prompt, chosen, rejected} rows", aliases=("train_file",)
     )
@@ -59,9 +61,7 @@ class PreferenceDataOptions:
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise ConfigError(
-                "give the preference pairs: --data FILE with prompt, chosen and rejected fields"
-            )
+            raise ConfigError(f"give {self.rows_wanted}")
         if not 0 <= self.eval_split < 1:
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
         check_choice("template", self.template, ("chat", "none"))
@@ -74,53 +74,16 @@ class PreferenceDataOptions:
 
 
 @dataclass
-class TrainerOptions:
+class PreferenceTrainerOptions(TrainerOptions):
+    """The shared trainer options (training_options.py) with the preference commands' defaults."""
+
     output_dir: str = option("weights/rlhf", "where the adapter, logs and checkpoints go")
-    sft_adapter: str | None = option(None, "start from this LoRA adapter (e.g. from `llm-tuning train`)",
-                                     aliases=("sft_model_lora_path", "previous_lora_weights"))  # fmt: skip
-    resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
-    overwrite_output_dir: bool = option(False, "start a new run in an --output_dir holding another run's checkpoints "
-                                        "(deletes those checkpoints, nothing else)")  # fmt: skip
-    per_device_train_batch_size: int = option(4, "pairs per device per step", aliases=("batch_size",))
-    per_device_eval_batch_size: int = option(8, "pairs per device per evaluation step")
-    gradient_accumulation_steps: int = option(1, "steps whose gradients add up before an update")
     num_train_epochs: float = option(1.0, "passes over the pairs when --max_steps is -1")
-    max_steps: int = option(-1, "optimizer updates to run (-1: use --num_train_epochs)")
     learning_rate: float = option(1e-4, "peak learning rate")
     lr_scheduler_type: str = option("linear", "linear, cosine, constant, constant_with_warmup")
     warmup_steps: float = option(0.0, "warm-up: steps, or a fraction (< 1) of all steps")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
-    logging_steps: int = option(10, "log every N steps")
-    eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
-    save_steps: int = option(500, "save a checkpoint every N steps")
-    save_total_limit: int | None = option(2, "keep at most N checkpoints")
-    fp16: bool = option(False, "fp16 mixed precision (GPU only; ignored on CPU)")
-    bf16: bool = option(False, "bf16 mixed precision (GPU only; ignored on CPU)")
-    gradient_checkpointing: bool = option(False, "recompute activations to save memory")
-    seed: int = option(42, "random seed")
-    report_to: str = option("tensorboard", "tensorboard, wandb, none, ...")
-    extra_args: dict = option({}, "more TRL / transformers training arguments, by name (YAML recipes)")
-
-    def __post_init__(self) -> None:
-        check_training(self)
-
-
-def trainer_arguments(cfg: TrainerOptions, has_eval: bool, dtype: torch.dtype) -> dict[str, Any]:
-    """Keyword arguments shared by TRL's RewardConfig and DPOConfig (fp32 on CPU: TRL defaults to bf16)."""
-    return dict(
-        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.eval_steps or cfg.logging_steps, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to=cfg.report_to,
-        gradient_checkpointing=cfg.gradient_checkpointing, activation_checkpointing=cfg.gradient_checkpointing,
-        remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
-        **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16), **cfg.extra_args,
-    )  # fmt: skip
+    sft_adapter: str | None = option(None, "start from this LoRA adapter (e.g. from `llm-tuning train`)",
+                                     aliases=("sft_model_lora_path", "previous_lora_weights"))  # fmt: skip
 
 
 def begin_run(cfg: Any, collector: Any) -> Any:
@@ -139,12 +102,16 @@ def begin_run(cfg: Any, collector: Any) -> Any:
 
 
 def load_preference_splits(
-    cfg: PreferenceDataOptions, seed: int = 42
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """(train pairs, eval pairs): --eval_data, or a seeded --eval_split of --data; subsets applied."""
-    pairs = read_preferences(cfg.data, cfg.prompt_key)
+    cfg: PreferenceDataOptions, seed: int = 42, reader: Callable[[str, str], list] | None = None
+) -> tuple[list, list]:
+    """(train rows, eval rows): --eval_data, or a seeded --eval_split of --data; subsets applied.
+
+    `reader` reads a file's rows (default: preference pairs; KTO passes its feedback reader).
+    """
+    read = reader or read_preferences
+    pairs = read(cfg.data, cfg.prompt_key)
     if cfg.eval_data:
-        held_out = read_preferences(cfg.eval_data, cfg.prompt_key)
+        held_out = read(cfg.eval_data, cfg.prompt_key)
     elif cfg.eval_split > 0 and len(pairs) > 1:
         order = list(range(len(pairs)))
         random.Random(seed).shuffle(order)
@@ -160,14 +127,16 @@ def load_preference_splits(
     return pairs, held_out
 
 
-def keep_short(encoded: list[tuple[list[int], list[int]]], max_length: int, path: str) -> list[int]:
-    """Indices of pairs whose both sides fit in max_length tokens; a DataError if none does."""
+def keep_short(
+    encoded: list[tuple[list[int], list[int]]], max_length: int, path: str, what: str = "pair"
+) -> list[int]:
+    """Indices of pairs (or feedback rows) whose sides all fit in max_length tokens; a DataError if none does."""
     kept = [i for i, (a, b) in enumerate(encoded) if len(a) <= max_length and len(b) <= max_length]
     if encoded and len(kept) < len(encoded):
-        logger.warning("%s: dropped %d of %d pairs longer than --max_length %d", path, len(encoded) - len(kept),
-                       len(encoded), max_length)  # fmt: skip
+        logger.warning("%s: dropped %d of %d %ss longer than --max_length %d", path, len(encoded) - len(kept),
+                       len(encoded), what, max_length)  # fmt: skip
     if encoded and not kept:
-        raise DataError(path, None, f"every pair is longer than --max_length {max_length} tokens",
+        raise DataError(path, None, f"every {what} is longer than --max_length {max_length} tokens",
                         hint="raise --max_length")  # fmt: skip
     return kept
 

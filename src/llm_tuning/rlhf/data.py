@@ -2,12 +2,15 @@
 
     llm-tuning rm --data pairs.jsonl          # {"prompt": ..., "chosen": ..., "rejected": ...}
     llm-tuning ppo --data prompts.jsonl       # {"prompt": ..., "answer": ...}
+    llm-tuning kto --data feedback.jsonl      # {"prompt": ..., "completion": ..., "label": true}
 
 Preference rows come in the shapes TRL reads, from JSON, JSONL or CSV:
 - plain strings: `prompt`, `chosen`, `rejected`;
 - chat: `prompt` (or `messages`) is a list of {role, content} turns ending with the user, and
   `chosen` / `rejected` are strings or lists ending with the assistant's reply;
 - implicit prompt: `chosen` and `rejected` are whole conversations sharing every turn but the last.
+Unpaired feedback rows (KTO) hold one reply and a verdict: `prompt`, `completion` (a string or an
+assistant turn) and `label` (true: a good reply, false: a bad one; "true"/"false" in CSV).
 Every problem (a missing key, an empty side, chosen == rejected) is a DataError naming file and row.
 """
 
@@ -27,6 +30,14 @@ class PreferencePair:
     prompt: list[Message]  # the conversation the two replies answer
     chosen: str
     rejected: str
+    row: int = 0
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    prompt: list[Message]  # the conversation the reply answers
+    completion: str
+    label: bool  # True: a desirable reply
     row: int = 0
 
 
@@ -116,6 +127,60 @@ def read_preferences(path: str | Path, prompt_key: str = "prompt", subset: int =
     if not pairs:
         raise DataError(path, None, "has no rows", hint="add {prompt, chosen, rejected} rows")
     return pairs
+
+
+LABEL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _label(value: Any, path: str | Path, number: int) -> bool:
+    """A KTO verdict: JSON true/false, or the words true/false (1/0) that a CSV cell holds."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in LABEL_WORDS:
+        return LABEL_WORDS[value.strip().lower()]
+    if value is None:
+        raise DataError(path, number, "is missing", "label", "each row needs prompt, completion and label")
+    raise DataError(path, number, f"must be true or false, got {value!r}", "label",
+                    "true marks a good completion, false a bad one")  # fmt: skip
+
+
+def feedback_from_row(row: dict[str, Any], path: str | Path = "<rows>", number: int = 0,
+                      prompt_key: str = "prompt") -> FeedbackRow:  # fmt: skip
+    """One unpaired feedback row; a DataError names the file, row and field of any problem."""
+    if "chosen" in row and "completion" not in row:
+        raise DataError(path, number, "is missing", "completion", "KTO reads unpaired rows {prompt, completion, "
+                        "label}; preference pairs go to dpo, orpo, simpo or cpo")  # fmt: skip
+    if row.get("completion") is None:
+        raise DataError(path, number, "is missing", "completion",
+                        f"feedback rows need prompt, completion and label; this row has {sorted(row)}")  # fmt: skip
+    before, completion = _reply(row["completion"], path, number, "completion")
+    label = _label(row.get("label"), path, number)
+    prompt = _prompt(row, prompt_key, path, number)
+    if prompt is None:
+        if not before:
+            raise DataError(path, number, "is missing", prompt_key,
+                            "give the prompt, or the completion as a conversation that includes it")  # fmt: skip
+        prompt = before
+    else:
+        prompt = prompt + before
+    return FeedbackRow(prompt, completion, label, number)
+
+
+def read_feedback(path: str | Path, prompt_key: str = "prompt") -> list[FeedbackRow]:
+    """Every {prompt, completion, label} row of a JSON/JSONL/CSV file."""
+    rows = [feedback_from_row(row, path, number, prompt_key) for number, row in iter_rows(path)]
+    if not rows:
+        raise DataError(path, None, "has no rows", hint="add {prompt, completion, label} rows")
+    return rows
+
+
+def feedback_from_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """KTO rows from preference rows: each pair's chosen reply as a good row, its rejected one as a bad row."""
+    out = []
+    for row in rows:
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return out
 
 
 def read_prompts(path: str | Path, prompt_key: str = "prompt") -> list[PromptRow]:

@@ -6,14 +6,13 @@
 Runs TRL's DPOTrainer with ref_model=None. A new adapter's reference is the base with adapters
 disabled; with --sft_adapter, TRL adds a frozen copy of it ("ref") on the same base, so the reference
 is the model DPO starts from. fp32 on CPU (TRL defaults to bf16, 10-20x slower there). Reports the
-implicit reward margin and accuracy (chosen reward > rejected reward) on the held-out pairs.
+implicit reward margin and accuracy (chosen reward > rejected reward) on the held-out pairs. The
+flow (data, policy, trainer, held-out scores, saving) is the shared one of rlhf/preference.py.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from llm_tuning.config import (
@@ -25,29 +24,15 @@ from llm_tuning.config import (
     option,
     validate_groups,
 )
-from llm_tuning.data.template import prompt_text, with_system
-from llm_tuning.models.load import load_model, load_tokenizer, pick_device, pick_dtype
-from llm_tuning.models.lora import attach_lora, lora_config
-from llm_tuning.reporting import LogCollector, write_training_report
-from llm_tuning.rlhf.common import (
-    PreferenceDataOptions,
-    TrainerOptions,
-    begin_run,
-    check_adapter_flags,
-    keep_short,
-    load_preference_splits,
-    save_outputs,
-    trainer_arguments,
-)
-from llm_tuning.rlhf.data import PreferencePair, encode_reply, render_prompt
+from llm_tuning.rlhf.common import PreferenceDataOptions, PreferenceTrainerOptions
+from llm_tuning.rlhf.preference import PreferenceMethod, PreferenceResult, run_preference
 
-logger = logging.getLogger(__name__)
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")  # fmt: skip
 
 
 @dataclass
-class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, TrainerOptions):
+class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrainerOptions):
     """Direct preference optimisation of a LoRA adapter on {prompt, chosen, rejected} pairs."""
 
     output_dir: str = option("weights/dpo", "where the adapter, logs and checkpoints go")
@@ -63,95 +48,20 @@ class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, TrainerOptions
         check_range("label_smoothing", self.label_smoothing, 0, 0.5)
 
 
-@dataclass
-class DPOResult:
-    output_dir: Path
-    train_loss: float
-    steps: int
-    accuracy: float | None  # share of held-out pairs whose implicit chosen reward is higher
-    margin: float | None  # mean implicit reward margin on the held-out pairs
-    log: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        held_out = (f"held-out reward accuracy {self.accuracy:.1%}, mean margin {self.margin:+.3f}"
-                    if self.accuracy is not None else "no held-out pairs")  # fmt: skip
-        return f"DPO adapter saved to {self.output_dir}: {held_out}; train loss {self.train_loss:.4f} over {self.steps} steps"
-
-
-def to_trl_rows(tokenizer: Any, pairs: list[PreferencePair], cfg: DPOConfig) -> list[dict[str, Any]]:
-    """Conversational rows (TRL applies the chat template itself), or plain text with --template none."""
-    if cfg.template == "none":
-        return [{"prompt": prompt_text(tokenizer, p.prompt, "none"),
-                 "chosen": p.chosen, "rejected": p.rejected} for p in pairs]  # fmt: skip
-    return [{"prompt": with_system(p.prompt, cfg.system_prompt), "chosen": [{"role": "assistant", "content": p.chosen}],
-             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]  # fmt: skip
-
-
-def fitting_pairs(
-    tokenizer: Any, pairs: list[PreferencePair], cfg: DPOConfig, path: str
-) -> list[PreferencePair]:
-    """The pairs whose prompt + reply fit --max_length tokens, as the flag says (TRL would cut the others)."""
-    encoded = []
-    for pair in pairs:
-        prompt = render_prompt(tokenizer, pair.prompt, cfg.template, cfg.system_prompt)
-        encoded.append(
-            (encode_reply(tokenizer, prompt, pair.chosen), encode_reply(tokenizer, prompt, pair.rejected))
-        )
-    return [pairs[i] for i in keep_short(encoded, cfg.max_length, path)]
-
-
-def build_policy(cfg: DPOConfig) -> tuple[Any, Any]:
-    """(model, peft_config): a PeftModel from --sft_adapter (TRL copies it as the reference), else base + config."""
-    model = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
-    if cfg.sft_adapter:
-        return attach_lora(model, None, cfg.sft_adapter, "--sft_adapter"), None
-    return model, lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                              cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
-
-
-def held_out_metrics(
-    records: list[dict[str, Any]], evaluated: dict[str, float] | None
-) -> tuple[float | None, float | None]:
-    if evaluated:
-        return evaluated.get("eval_rewards/accuracies"), evaluated.get("eval_rewards/margins")
-    last = next((r for r in reversed(records) if "rewards/accuracies" in r), None)
-    return (None, None) if last is None else (last["rewards/accuracies"], last.get("rewards/margins"))
-
-
-def run(cfg: DPOConfig) -> DPOResult:
-    """Read the pairs, train with TRL's DPOTrainer, evaluate, save adapter and report."""
-    from datasets import Dataset
-    from transformers import set_seed
+def trl_classes() -> tuple[type, type]:
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    set_seed(cfg.seed)
-    train_pairs, eval_pairs = load_preference_splits(cfg, cfg.seed)
-    check_adapter_flags(cfg)
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code, padding_side="left")
-    train_pairs = fitting_pairs(tokenizer, train_pairs, cfg, cfg.data)
-    eval_pairs = fitting_pairs(tokenizer, eval_pairs, cfg, cfg.eval_data or cfg.data) if eval_pairs else []
-    logger.info("DPO: %d training pairs, %d held out", len(train_pairs), len(eval_pairs))
-    model, peft_config = build_policy(cfg)
-    dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
-    args = TRLDPOConfig(**trainer_arguments(cfg, bool(eval_pairs), dtype), beta=cfg.beta, loss_type=[cfg.loss_type],
-                        label_smoothing=cfg.label_smoothing, max_length=cfg.max_length)  # fmt: skip
-    collector = LogCollector()
-    marks = begin_run(cfg, collector)
-    trainer = DPOTrainer(
-        model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(to_trl_rows(tokenizer, train_pairs, cfg)),
-        eval_dataset=Dataset.from_list(to_trl_rows(tokenizer, eval_pairs, cfg)) if eval_pairs else None,
-        processing_class=tokenizer, peft_config=peft_config, callbacks=[collector, marks],
-    )  # fmt: skip
-    marks.trainer = trainer
-    output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
-    evaluated = trainer.evaluate() if eval_pairs else None
-    accuracy, margin = held_out_metrics(collector.records, evaluated)
-    if trainer.is_world_process_zero():
-        save_outputs(trainer.model, tokenizer, cfg, cfg.output_dir)
-        summary = {"train_loss": output.training_loss, "steps": output.global_step, "eval_accuracy": accuracy,
-                   "eval_margin": margin, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}  # fmt: skip
-        write_training_report(collector.records, cfg.output_dir, {"summary": summary})
-    return DPOResult(
-        Path(cfg.output_dir), output.training_loss, output.global_step, accuracy, margin, collector.records
-    )
+    return TRLDPOConfig, DPOTrainer
+
+
+def arguments(cfg: DPOConfig) -> dict[str, Any]:
+    return {"beta": cfg.beta, "loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing}
+
+
+DPO = PreferenceMethod("DPO", trl_classes, arguments)
+
+
+def run(cfg: DPOConfig) -> PreferenceResult:
+    """Read the pairs, train with TRL's DPOTrainer, evaluate, save adapter and report."""
+    return run_preference(cfg, DPO)

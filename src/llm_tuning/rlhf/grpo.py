@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,19 +41,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOConfig(ModelOptions, LoraOptions, RolloutOptions):
-    """GRPO on a LoRA policy with verifiable reward functions (or a reward model)."""
+class GroupOptions:
+    """What GRPO and RLOO share: a group of sampled replies per prompt and clipped updates on them."""
 
-    output_dir: str = option("weights/grpo", "where the adapter, logs and checkpoints go")
     batch_size: int = option(4, "prompts per step (each gets --num_generations replies)")
     num_generations: int = option(4, "replies sampled per prompt (the group)")
     num_iterations: int = option(1, "optimisation passes over each batch of replies")
     beta: float = option(0.04, "weight of the KL penalty toward the reference (0: none, no reference pass)")
     epsilon: float = option(0.2, "policy ratio clip range")
-    scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr. GRPO)")
 
     def __post_init__(self) -> None:
-        validate_groups(self)
         check_positive("num_iterations", self.num_iterations)
         check_positive("epsilon", self.epsilon)
         check_positive("beta", self.beta, allow_zero=True)
@@ -62,8 +60,24 @@ class GRPOConfig(ModelOptions, LoraOptions, RolloutOptions):
             )
 
 
-def make_step(cfg: GRPOConfig, policy: Policy, optimizer: torch.optim.Optimizer):
-    """The step function for run_online: one group rollout, then the clipped GRPO updates."""
+@dataclass
+class GRPOConfig(GroupOptions, ModelOptions, LoraOptions, RolloutOptions):
+    """GRPO on a LoRA policy with verifiable reward functions (or a reward model)."""
+
+    output_dir: str = option("weights/grpo", "where the adapter, logs and checkpoints go")
+    scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr. GRPO)")
+
+    def __post_init__(self) -> None:
+        validate_groups(self)
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(replies,) advantages: reward minus the group mean, over the group std with --scale_rewards."""
+        return group_advantages(rewards, self.num_generations, scale=self.scale_rewards)
+
+
+def make_step(cfg: Any, policy: Policy, optimizer: torch.optim.Optimizer):
+    """The step function for run_online: one group rollout, then the clipped updates (GRPO's, or RLOO's:
+    `cfg.advantages` turns the group's rewards into advantages)."""
     model = policy.model
     params = [p for p in model.parameters() if p.requires_grad]
     group = cfg.num_generations
@@ -73,7 +87,7 @@ def make_step(cfg: GRPOConfig, policy: Policy, optimizer: torch.optim.Optimizer)
         rollout = sample_rollout(model, policy.tokenizer, rendered, user, cfg.sampling(), num_samples=group)
         mask = rollout.response_mask.float()
         scores, parts = policy.scorer(rollout, [row for row in rows for _ in range(group)])
-        advantages = group_advantages(scores, group, scale=cfg.scale_rewards)  # (n,)
+        advantages = cfg.advantages(scores)  # (n,)
         old_logps, _ = rollout_logprobs(model, rollout, cfg.mini_batch_size, cfg.temperature)
         ref_logps = None
         if cfg.beta > 0:

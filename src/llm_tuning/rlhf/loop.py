@@ -162,8 +162,7 @@ def load_policy(cfg: Any) -> Policy:
     load_rewards(cfg.reward, cfg.reward_weights)  # a bad --reward file fails before the model loads
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     base = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, for_training=True)
-    config = None if cfg.sft_adapter else lora_config(base, cfg.lora_rank, cfg.lora_alpha, 0.0, cfg.target_modules,
-                                                      cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
+    config = None if cfg.sft_adapter else lora_config(base, cfg, dropout=0.0)
     model = attach_lora(base, config, cfg.sft_adapter, "--sft_adapter")
     reference = reference_kind(cfg.reference, cfg.sft_adapter)
     if reference == "initial":

@@ -97,3 +97,19 @@ def group_advantages(
             std = torch.zeros_like(grouped)
         centred = centred / (std + eps)
     return centred.reshape(rewards.shape)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO advantages: each reward minus the mean reward of the other k - 1 replies to the same prompt.
+
+    rewards: (num_prompts * group_size,), the replies of one prompt next to each other. The baseline of
+    reply i leaves reply i out, so it does not depend on i's own sample (an unbiased estimate); it equals
+    k / (k - 1) x (reward - group mean). Needs k >= 2. Returns (num_prompts * group_size,).
+    """
+    if group_size < 2 or rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"group_size must be >= 2 and divide the number of rewards ({rewards.numel()}); got {group_size}"
+        )
+    grouped = rewards.reshape(-1, group_size)  # (num_prompts, k)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # mean of the other k - 1
+    return (grouped - others).reshape(rewards.shape)

@@ -40,14 +40,13 @@ from llm_tuning.models.resolve import ModelNotFoundError, resolve_model
 from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.rlhf.common import (
     PreferenceDataOptions,
-    TrainerOptions,
+    PreferenceTrainerOptions,
     add_adapter_from,
     begin_run,
     check_adapter_flags,
     keep_short,
     load_preference_splits,
     save_outputs,
-    trainer_arguments,
 )
 from llm_tuning.rlhf.data import (
     PreferencePair,
@@ -57,13 +56,14 @@ from llm_tuning.rlhf.data import (
     render_prompt,
 )
 from llm_tuning.rlhf.reward_math import pairwise_accuracy
+from llm_tuning.training_options import trainer_arguments
 
 logger = logging.getLogger(__name__)
 HEAD_NAMES = ("score", "classifier")
 
 
 @dataclass
-class RewardModelConfig(ModelOptions, LoraOptions, PreferenceDataOptions, TrainerOptions):
+class RewardModelConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrainerOptions):
     """Train a reward model (LoRA + scalar head) on {prompt, chosen, rejected} pairs."""
 
     output_dir: str = option("weights/reward", "where the reward adapter, logs and checkpoints go")
@@ -136,9 +136,7 @@ def build_reward_model(cfg: RewardModelConfig, pad_token_id: int) -> Any:
         add_adapter_from(model, cfg.sft_adapter, "default", trainable=True)
         logger.info("reward model LoRA initialised from %s", cfg.sft_adapter)
         return model
-    config = lora_config(rm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora,
-                         cfg.use_rslora, task_type="SEQ_CLS", modules_to_save=[head],
-                         on_router=cfg.lora_on_router)  # fmt: skip
+    config = lora_config(rm, cfg, task_type="SEQ_CLS", modules_to_save=[head])
     return get_peft_model(rm, config)
 
 
@@ -202,8 +200,8 @@ def run(cfg: RewardModelConfig) -> RewardModelResult:
     logger.info("reward model: %d training pairs, %d held out", len(train_rows), len(eval_rows))
     model = build_reward_model(cfg, tokenizer.pad_token_id)
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))
-    args = RewardConfig(**trainer_arguments(cfg, bool(eval_rows), dtype), max_length=None,
-                        center_rewards_coefficient=cfg.center_rewards_coefficient)  # fmt: skip
+    args = trainer_arguments(cfg, RewardConfig, bool(eval_rows), dtype, max_length=None,
+                             center_rewards_coefficient=cfg.center_rewards_coefficient)  # fmt: skip
     collector = LogCollector()
     marks = begin_run(cfg, collector)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),

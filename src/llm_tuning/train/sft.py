@@ -18,15 +18,12 @@ loss on the model before training (train/speed.py). `--load_in_4bit` trains QLoR
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from llm_tuning import checkpoints
 from llm_tuning.config import (
@@ -35,8 +32,6 @@ from llm_tuning.config import (
     LoraOptions,
     ModelOptions,
     check_choice,
-    check_positive,
-    check_training,
     option,
     save_config,
     validate_groups,
@@ -51,7 +46,7 @@ from llm_tuning.data.tokenize import run as tokenize
 from llm_tuning.files import discard_staged, install_files, staging_folder, staging_path
 from llm_tuning.models.adapter_check import record_base_model, remember_base_fingerprint
 from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, needs_mix, parse_adapter_spec
-from llm_tuning.models.load import load_model, load_tokenizer, mixed_precision_flags, pick_device, pick_dtype
+from llm_tuning.models.load import load_model, load_tokenizer, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
 from llm_tuning.reporting import LogCollector, write_training_report
 from llm_tuning.train.finite import FiniteGuard
@@ -62,12 +57,13 @@ from llm_tuning.train.quantized import check_4bit, load_4bit_model
 from llm_tuning.train.replay import write_replay_file
 from llm_tuning.train.sharding import check_launch, cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
+from llm_tuning.training_options import TrainerOptions, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig(ModelOptions, DataOptions, LoraOptions):
+class TrainConfig(TrainerOptions, ModelOptions, DataOptions, LoraOptions):
     """LoRA supervised fine-tuning on a tokenized folder or a data file."""
 
     tokenized_dataset: str | None = option(None, "folder from `llm-tuning tokenize` (or its --save_name)")
@@ -82,7 +78,6 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     )
     eval_data: str | None = option(None, "a separate evaluation file (default: split --eval_split off)")
     eval_split: float = option(0.0, "share of rows held out for evaluation (0 = none)")
-    eval_steps: int | None = option(None, "evaluate every N steps (default: at --logging_steps)")
     eval_metrics: str = option("", "generation metrics at each evaluation, comma-separated: exact_match, contains, "
                                    "token_f1, rouge_l, bleu (train/generation_eval.py)")  # fmt: skip
     eval_generate_rows: int = option(32, "eval rows answered for --eval_metrics")
@@ -93,32 +88,12 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
     load_best_model_at_end: bool = option(
         False, "save the best checkpoint's adapter (by --metric_for_best_model)"
     )
-    output_dir: str = option("weights/lora", "where the adapter, logs and checkpoints go")
     previous_lora_weights: list[str] = option([], "continue an earlier adapter; repeat as dir:weight to start "
                                               "from a weighted mix of several (see --mix_method)")  # fmt: skip
     mix_method: str = option(
         "cat", "how several --previous_lora_weights combine: cat (exact), linear, svd, ..."
     )
     mix_density: float | None = option(None, "share of weights kept by ties / dare mixing")
-    resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in --output_dir")
-    overwrite_output_dir: bool = option(False, "start a new run in an --output_dir holding another run's checkpoints "
-                                        "(deletes those checkpoints, nothing else)")  # fmt: skip
-    per_device_train_batch_size: int = option(4, "rows per device per step", aliases=("batch_size",))
-    per_device_eval_batch_size: int = option(8, "rows per device per evaluation step")
-    gradient_accumulation_steps: int = option(1, "steps whose gradients add up before an update")
-    max_steps: int = option(-1, "optimizer updates to run (-1: use --num_train_epochs)")
-    num_train_epochs: float = option(3.0, "passes over the data when --max_steps is -1")
-    learning_rate: float = option(2e-4, "peak learning rate")
-    lr_scheduler_type: str = option("cosine", "linear, cosine, constant, constant_with_warmup")
-    warmup_steps: float = option(0.03, "warm-up: steps, or a fraction (< 1) of all steps")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
-    save_steps: int = option(500, "save a checkpoint every N steps")
-    save_total_limit: int | None = option(2, "keep at most N checkpoints")
-    logging_steps: int = option(10, "log loss and learning rate every N steps")
-    fp16: bool = option(False, "fp16 mixed precision (GPU only; ignored on CPU)")
-    bf16: bool = option(False, "bf16 mixed precision (GPU only; ignored on CPU)")
-    gradient_checkpointing: bool = option(False, "recompute activations to save memory (~30% slower)")
     group_by_length: bool = option(False, "batch rows of similar length together (less padding)")
     packing: bool = option(True, "padding-free batches: rows end to end, no attention across rows")
     lean_logits: bool = option(True, "compute the vocabulary logits only at trained positions (less memory)")
@@ -136,11 +111,7 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
         "-12% speed (0: glibc's default)",
     )
     load_in_4bit: bool = option(False, "QLoRA: 4-bit NF4 base model through bitsandbytes (CUDA GPUs only)")
-    seed: int = option(42, "random seed for LoRA init, shuffling and dropout")
-    report_to: str = option("tensorboard", "tensorboard, wandb, none, ...")
     remove_unused_columns: bool = option(False, "accepted for the original's commands; has no effect")
-    dataloader_num_workers: int = option(0, "data-loading worker processes")
-    extra_args: dict = option({}, "more transformers TrainingArguments, by name (YAML recipes)")
 
     def __post_init__(self) -> None:
         validate_groups(self)
@@ -156,9 +127,7 @@ class TrainConfig(ModelOptions, DataOptions, LoraOptions):
             raise ConfigError("give either --tokenized_dataset or --data, not both")
         if not 0 <= self.eval_split < 1:  # (a NaN fails this too)
             raise ConfigError(f"--eval_split must be in [0, 1), got {self.eval_split}")
-        check_training(self)
         check_choice("mix_method", self.mix_method, MIX_METHODS)
-        check_positive("dataloader_num_workers", self.dataloader_num_workers, allow_zero=True)
         check_eval_selection(self)
         if self.torch_threads < 0:
             raise ConfigError(f"--torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
@@ -259,46 +228,26 @@ def check_eval_split(rows: int, split: float, source: str) -> None:
 
 
 def training_arguments(cfg: TrainConfig, has_eval: bool, dtype: Any, packing: bool = False) -> Any:
+    """transformers TrainingArguments: the shared trainer options plus what supervised training adds."""
     from transformers import TrainingArguments
 
-    eval_every = cfg.eval_steps or cfg.logging_steps
-    kwargs = dict(
-        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_steps=cfg.max_steps,
-        num_train_epochs=cfg.num_train_epochs, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=eval_every,
-        activation_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed, report_to=cfg.report_to,
-        remove_unused_columns=False, dataloader_num_workers=cfg.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
+    specific: dict[str, Any] = dict(
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # packed batches have no padding (and no attention_mask to count it by)
-        include_num_input_tokens_seen="all" if packing else "non_padding", disable_tqdm=False,
+        include_num_input_tokens_seen="all" if packing else "non_padding",
         prediction_loss_only=True,  # no metrics: do not keep every evaluation logit in memory
         ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
         # without use_cpu, torchrun's CPU processes would each train alone on all the data
         **cpu_process_flags(on_cpu(cfg)),
         logging_nan_inf_filter=False,  # a NaN loss must show (train/finite.py stops on it), not be averaged away
-        **mixed_precision_flags(dtype, cfg.fp16, cfg.bf16),
     )  # fmt: skip
     if has_eval and (cfg.metric_for_best_model or cfg.load_best_model_at_end):
         from llm_tuning.eval.metrics import HIGHER_IS_BETTER
 
         best = cfg.metric_for_best_model or "loss"
-        kwargs.update(metric_for_best_model=best, greater_is_better=HIGHER_IS_BETTER.get(best, False),
-                      load_best_model_at_end=cfg.load_best_model_at_end)  # fmt: skip
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    unknown = sorted(set(cfg.extra_args) - known)
-    if unknown:
-        raise ConfigError(f"extra_args: {', '.join(map(repr, unknown))} are not transformers TrainingArguments "
-                          "fields; see `TrainingArguments` in the transformers docs for the valid names")  # fmt: skip
-    kwargs.update(cfg.extra_args)
-    try:
-        return TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as err:  # its own checks (report_to, eval_steps, ...) name the argument
-        raise ConfigError(f"training arguments: {err}") from None
+        specific.update(metric_for_best_model=best, greater_is_better=HIGHER_IS_BETTER.get(best, False),
+                        load_best_model_at_end=cfg.load_best_model_at_end)  # fmt: skip
+    return trainer_arguments(cfg, TrainingArguments, has_eval, dtype, **specific)
 
 
 def build_model(cfg: TrainConfig) -> Any:
@@ -315,9 +264,7 @@ def build_model(cfg: TrainConfig) -> Any:
         return mixed_trainable_adapter(model, specs, cfg.mix_method, cfg.mix_density)
     if specs:  # continue one earlier adapter, with its own LoRA config
         return attach_lora(model, None, specs[0].path)
-    config = lora_config(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                         cfg.use_dora, cfg.use_rslora, on_router=cfg.lora_on_router)  # fmt: skip
-    return attach_lora(model, config, None)
+    return attach_lora(model, lora_config(model, cfg), None)
 
 
 def save_adapter(trainer: Any, tokenizer: Any, cfg: TrainConfig) -> None:
