@@ -97,7 +97,8 @@ class Page:
         return result["result"].get("value")
 
     def wait(self, condition: str, timeout: float = 30, poll: float = 0.1) -> Any:
-        """Poll a JavaScript expression until it is truthy; its value, or an AssertionError on time-out."""
+        """Poll a JavaScript expression until it is truthy; its value, or an AssertionError on time-out. (A DOM
+        element comes back as {}, which Python reads as false: test `!!element`.)"""
         deadline = time.monotonic() + timeout
         while True:
             value = self.eval(condition)

@@ -57,6 +57,7 @@ class ChatPool:
                 self.model, self.names = base, [BASE]
             self.key, self.weights = key, weights
         elif weights != self.weights and len(specs) > 1:
+            self.model.set_adapter(specs[0].name)  # PEFT warns when the active adapter is deleted
             self.model.delete_adapter(MIX)
             mix_adapters(self.model, specs, METHOD, None, MIX)
             self.weights = weights

@@ -86,18 +86,22 @@ class JobManager:
         """(queued | running | done | failed | stopped | lost, exit code)."""
         folder = self.folder(job_id)
         child = self.children.get(job_id)
+        pid = (_read_json(folder / "pid.json") or {}).get("pid")
+        # liveness first, exit.json second: the runner writes exit.json before it exits, so a runner seen
+        # gone here has already written it (the other order could call a job that just ended "lost")
         if child is not None:
-            child.poll()
+            alive = child.poll() is None
+        else:
+            alive = pid is not None and _running(pid, folder)
         ended = _read_json(folder / "exit.json")
         if ended is not None:
             rc = ended["rc"]
             if (folder / "stop.json").exists():
                 return "stopped", rc  # rc 0: it saved a checkpoint where it stopped (train/stop.py)
             return ("done" if rc == 0 else "failed"), rc
-        pid = (_read_json(folder / "pid.json") or {}).get("pid")
         if pid is None:
             return "queued", None
-        if (child.returncode is None) if child is not None else _running(pid, folder):
+        if alive:
             return "running", None
         return "lost", None  # the runner died without writing exit.json (killed with the machine, kill -9)
 
