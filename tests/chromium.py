@@ -100,11 +100,15 @@ class Page:
         """Poll a JavaScript expression until it is truthy; its value, or an AssertionError on time-out. (A DOM
         element comes back as {}, which Python reads as false: test `!!element`.)"""
         deadline = time.monotonic() + timeout
+        error = None
         while True:
-            value = self.eval(condition)
+            try:
+                value = self.eval(condition)
+            except AssertionError as err:  # e.g. mid-navigation, no page to run in yet: try again
+                value, error = None, err
             if value:
                 return value
-            assert time.monotonic() < deadline, f"timed out waiting for: {condition}"
+            assert time.monotonic() < deadline, f"timed out waiting for: {condition} (last error: {error})"
             time.sleep(poll)
 
     def screenshot(self, path: Path, full_page: bool = False) -> Path:

@@ -88,8 +88,10 @@ def test_data_train_chat_mix_in_the_browser(workdir, tmp_path):
             page = browser.open(url + "/#data")
             choose_data(page)
             run = train(page)
-            page.eval("location.reload()")  # a reload reattaches to the run
-            page.wait("$('job-status') && $('job-status').textContent === 'done'")
+            page.eval("window.beforeReload = true; location.reload()")  # a reload reattaches to the run
+            page.wait(
+                "!window.beforeReload && typeof show === 'function' && $('job-status')?.textContent === 'done'"
+            )
             chat = chat_and_mix(page)
     finally:
         server.should_exit = True

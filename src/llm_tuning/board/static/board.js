@@ -24,6 +24,7 @@ function show(tab) {
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("on", b.dataset.tab === tab));
   document.querySelectorAll("main section").forEach((s) => s.classList.toggle("on", s.id === "tab-" + tab));
   location.hash = tab;
+  $(tab === "eval" ? "eval-job-slot" : "train-job-slot").appendChild($("job-detail"));  // one job view, where it is needed
   (board.onShow[tab] || (() => {}))();
 }
 board.onShow = {};
@@ -104,8 +105,8 @@ async function refreshJobs() {
   const row = (j) => `<tr class="job ${j.id === board.jobId ? "sel" : ""}" data-id="${j.id}"><td>${esc(j.label)}</td><td class="status-${j.status}">${j.status}${j.rc != null && j.rc !== 0 ? " (" + j.rc + ")" : ""}</td>` +
     `<td>${j.final_loss != null ? Number(j.final_loss).toFixed(4) : ""}</td><td>${esc(j.output_dir || "")}</td></tr>`;
   const table = (list) => `<table><tr><th>run</th><th>status</th><th>final loss</th><th>output folder</th></tr>${list.map(row).join("")}</table>`;
-  $("jobs").innerHTML = table(jobs.filter((j) => j.command !== "eval"));
-  $("eval-jobs").innerHTML = table(jobs.filter((j) => j.command === "eval"));
+  $("jobs").innerHTML = table(jobs.filter((j) => !["eval", "forgetting"].includes(j.command)));
+  $("eval-jobs").innerHTML = table(jobs.filter((j) => ["eval", "forgetting"].includes(j.command)));
   document.querySelectorAll("tr.job").forEach((tr) => tr.addEventListener("click", () => selectJob(tr.dataset.id)));
 }
 function selectJob(id) { board.jobId = id; localStorage.setItem("board-job", id); refreshJob(); }
@@ -121,6 +122,11 @@ async function refreshJob() {
     `${j.adapter ? `<span class="meta" id="job-adapter">adapter: ${esc(j.output_dir)}</span>` : ""}</div>` +
     `<div class="row">${chart(j.records, "loss", "#2563eb", "training loss")}${chart(j.records, "learning_rate", "#d97706", "learning rate")}${chart(j.records, "eval_loss", "#15803d", "eval loss")}</div>` +
     `<pre class="log">${esc(j.log_tail)}</pre>`;
+  if (j.command === "eval" && j.status === "done" && board.evalShown !== j.id && j.output_dir) {
+    board.evalShown = j.id;  // a finished evaluation: show its table and chart in the Evaluate tab
+    if (![...$("eval-report").options].some((o) => o.value === j.output_dir)) $("eval-report").add(new Option(j.output_dir, j.output_dir));
+    $("eval-report").value = j.output_dir; showEval(j.output_dir);
+  }
   if ($("job-stop")) $("job-stop").onclick = () => api(`/api/jobs/${j.id}/stop`, {}).then(refreshJob);
   if ($("job-resume")) $("job-resume").onclick = () => api(`/api/jobs/${j.id}/resume`, {}).then((r) => selectJob(r.id));
 }

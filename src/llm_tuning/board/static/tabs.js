@@ -71,12 +71,32 @@ async function loadReports() {
   $("eval-report").innerHTML = options(["", ...r.eval], $("eval-report").value);
   $("sde-report").innerHTML = options(["", ...r.sde], $("sde-report").value);
 }
-$("eval-report").onchange = async () => {
-  if (!$("eval-report").value) return ($("eval-view").innerHTML = "");
-  const r = await api("/api/report?path=" + encodeURIComponent($("eval-report").value));
-  $("eval-view").innerHTML = markdown(r.markdown || "") + (await images(r.images));
+// one small bar panel per metric: each variant's score (eval.json "scores": {variant: {metric: value}})
+function scoreChart(scores) {
+  const variants = Object.keys(scores || {});
+  if (!variants.length) return "";
+  const metrics = Object.keys(scores[variants[0]]).filter((m) => variants.every((v) => typeof scores[v][m] === "number"));
+  const colors = ["#6b7280", "#2563eb", "#d97706", "#15803d", "#9333ea", "#dc2626"];
+  return '<div class="row" id="eval-chart">' + metrics.map((m) => {
+    const max = Math.max(1e-9, ...variants.map((v) => Math.abs(scores[v][m])));
+    return `<svg width="${40 + 46 * variants.length}" height="130"><text x="2" y="10">${esc(m)}</text>` + variants.map((v, i) =>
+      `<rect x="${20 + 46 * i}" y="${112 - (90 * Math.abs(scores[v][m])) / max}" width="36" height="${(90 * Math.abs(scores[v][m])) / max}" fill="${colors[i % colors.length]}"><title>${esc(v)}: ${scores[v][m]}</title></rect>` +
+      `<text x="${20 + 46 * i}" y="${108 - (90 * Math.abs(scores[v][m])) / max}">${Number(scores[v][m]).toPrecision(3)}</text><text x="${20 + 46 * i}" y="125">${esc(v.slice(0, 8))}</text>`).join("") + "</svg>";
+  }).join("") + "</div>";
+}
+async function showEval(path) {
+  if (!path) return ($("eval-view").innerHTML = "");
+  const r = await api("/api/report?path=" + encodeURIComponent(path));
+  $("eval-view").innerHTML = scoreChart(r.json?.scores) + markdown(r.markdown || "") + (await images(r.images));
+}
+$("eval-report").onchange = () => showEval($("eval-report").value);
+$("eval-command-pick").onchange = async () => {
+  const command = $("eval-command-pick").value;
+  $("eval-form").replaceWith(Object.assign(document.createElement("form"), { id: "eval-form" }));
+  await buildForm(command, "eval-form", () => showCommand(command, "eval-form", "eval-command", "eval-error"));
+  setFormValues("eval-form", { model: board.info.model });
 };
-$("eval-start").onclick = () => startJob("eval", "eval-form", "eval-error", "eval " + (formValues("eval-form").adapter || []).join(" "));
+$("eval-start").onclick = () => { const c = $("eval-command-pick").value; startJob(c, "eval-form", "eval-error", c + " " + (formValues("eval-form").adapter || []).join(" ")); };
 
 // ---- Chat & mix: base model, adapters with weight sliders, side-by-side answers, a streamed chat, save/merge
 function selection() {
