@@ -55,3 +55,18 @@ def test_form_and_command_line(workdir):
 def test_only_job_commands_run(workdir, command):
     response = client(workdir).post("/api/jobs", json={"command": command, "values": {}})
     assert response.status_code in (400, 404) and "error" in response.json()
+
+
+def test_bad_board_flags(workdir, tmp_path):
+    import socket
+
+    from llm_tuning.board.app import BoardConfig, check_port_free
+    from llm_tuning.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--workdir .*not a folder"):
+        BoardConfig(workdir=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="--port must be in 1..65535"):
+        BoardConfig(workdir=str(workdir), port=70000)
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        with pytest.raises(ConfigError, match="cannot listen there"):
+            check_port_free("127.0.0.1", held.getsockname()[1])

@@ -53,7 +53,8 @@ class BoardConfig:
     def __post_init__(self) -> None:
         if not Path(self.workdir).is_dir():
             raise ConfigError(f"--workdir {self.workdir}: not a folder; create it or pass an existing one")
-        check_positive("port", self.port)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
         check_positive("max_request_bytes", self.max_request_bytes)
         self.allowed_hosts = check_hosts(self.allowed_hosts)
 
@@ -178,11 +179,25 @@ def build_app(cfg: BoardConfig) -> FastAPI:
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program holds with one line, before uvicorn would fail with its own log."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"--port {port} on {host}: cannot listen there ({err.strerror}); choose another --port"
+        ) from None
+
+
 def run(cfg: BoardConfig) -> Any:
     import uvicorn
 
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         logger.warning("binding %s without --api_key: anyone on the network can run commands here", cfg.host)
+    check_port_free(cfg.host, cfg.port)
     url = f"http://{cfg.host}:{cfg.port}/"
     logger.info(
         "llm-tuning board: open %s (it reads and writes files under %s only)",

@@ -127,6 +127,8 @@ async function refreshJob() {
     if (![...$("eval-report").options].some((o) => o.value === j.output_dir)) $("eval-report").add(new Option(j.output_dir, j.output_dir));
     $("eval-report").value = j.output_dir; showEval(j.output_dir);
   }
+  const log = document.querySelector("#job-detail pre.log");
+  log.scrollTop = log.scrollHeight;  // the newest lines, as a terminal shows them
   if ($("job-stop")) $("job-stop").onclick = () => api(`/api/jobs/${j.id}/stop`, {}).then(refreshJob);
   if ($("job-resume")) $("job-resume").onclick = () => api(`/api/jobs/${j.id}/resume`, {}).then((r) => selectJob(r.id));
 }
