@@ -87,3 +87,17 @@ def test_save_the_mix_as_an_adapter_folder(workdir, adapters):
     saved = api.post("/api/chat/compare", json={"model": "tiny", "max_new_tokens": 8, "prompt": QUESTION,
                                                 "adapters": [{"path": "weights/both"}]}).json()  # fmt: skip
     assert saved["answers"]["weights_both"] == offline(workdir, {"weights/math": 0.5, "weights/style": 0.5})
+
+
+def test_one_weighted_adapter_is_a_mix_and_weight_one_is_not(workdir, adapters):
+    api = client(workdir)
+    ask = lambda w: api.post("/api/chat/compare", json={"model": "tiny", "max_new_tokens": 8, "prompt": QUESTION,  # noqa: E731
+                                                        "adapters": [{"path": "weights/math", "weight": w}]}).json()  # fmt: skip
+    half = ask(0.5)
+    assert half["variants"] == ["base", "weights_math", "mix"]
+    assert half["answers"]["mix"] == offline(workdir, {"weights/math": 0.5})
+    assert ask(1.0)["variants"] == ["base", "weights_math"] and ask(2.0)["variants"] == [
+        "base",
+        "weights_math",
+        "mix",
+    ]

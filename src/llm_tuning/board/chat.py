@@ -18,7 +18,7 @@ from typing import Any
 
 from llm_tuning.data.formats import Message
 from llm_tuning.data.template import prompt_text
-from llm_tuning.models.adapters import BASE, MIX, AdapterSpec, mix_adapters, use_adapter
+from llm_tuning.models.adapters import BASE, MIX, AdapterSpec, mix_adapters, needs_mix, use_adapter
 from llm_tuning.models.generate import GenerationOptions, generate
 
 METHOD = "cat"
@@ -40,11 +40,14 @@ class ChatPool:
 
     def select(self, model: str, adapters: list[tuple[str, str, float]]) -> list[str]:
         """Load `model` with `adapters` ([(name, folder, weight)]) unless already loaded; re-mix on new weights.
-        The variants to answer with: base, each adapter, and mix when there are two or more adapters."""
+        The variants to answer with: base, each adapter, and their mix (two or more, or one weighted)."""
+        with self.lock:  # not while another request generates with the adapters this would change
+            return self._select(model, [AdapterSpec(n, f, w) for n, f, w in adapters])
+
+    def _select(self, model: str, specs: list[AdapterSpec]) -> list[str]:
         from llm_tuning.infer.compare import variant_model
         from llm_tuning.models.load import load_model, load_tokenizer
 
-        specs = [AdapterSpec(name, folder, weight) for name, folder, weight in adapters]
         key = (model, tuple((s.name, s.path) for s in specs))
         weights = tuple(s.weight for s in specs)
         if key != self.key:
@@ -56,13 +59,15 @@ class ChatPool:
             else:
                 self.model, self.names = base, [BASE]
             self.key, self.weights = key, weights
-        elif weights != self.weights and len(specs) > 1:
-            self.model.set_adapter(specs[0].name)  # PEFT warns when the active adapter is deleted
-            self.model.delete_adapter(MIX)
-            mix_adapters(self.model, specs, METHOD, None, MIX)
+        elif weights != self.weights:  # a slider moved: only the mix changes
+            if MIX in self.model.peft_config:
+                self.model.set_adapter(specs[0].name)  # PEFT warns when the active adapter is deleted
+                self.model.delete_adapter(MIX)
+                self.names.remove(MIX)
+            if needs_mix(specs):  # two or more, or one at a weight other than 1
+                mix_adapters(self.model, specs, METHOD, None, MIX)
+                self.names.append(MIX)
             self.weights = weights
-        if len(specs) == 1 and MIX in self.names:
-            self.names.remove(MIX)
         return list(self.names)
 
     def _prompt(self, messages: list[Message], system_prompt: str | None) -> str:

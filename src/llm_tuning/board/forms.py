@@ -22,8 +22,9 @@ from llm_tuning.board.paths import PathRefused, inside
 from llm_tuning.config import ConfigError, _base_type, coerce_value, make_config
 
 # shown first and open in the form: what a first run needs; every other field is still there, below
-ESSENTIAL = ("model", "data", "prompt_key", "target_key", "output_dir", "max_steps", "learning_rate",
-             "lora_rank", "per_device_train_batch_size", "save_steps", "logging_steps")  # fmt: skip
+ESSENTIAL = ("model", "data", "data_path", "adapter", "prompt_key", "target_key", "task", "designs", "metrics",
+             "output_dir", "output", "max_steps", "learning_rate", "lora_rank", "per_device_train_batch_size",
+             "save_steps", "logging_steps", "limit", "max_new_tokens")  # fmt: skip
 
 
 def _kind(hint: Any) -> str:

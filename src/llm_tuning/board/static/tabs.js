@@ -108,13 +108,13 @@ async function loadAdapters() {
   const list = (await api("/api/adapters")).adapters;
   $("chat-adapters").innerHTML = list.map((p, i) => `<div class="adapter" data-path="${esc(p)}"><input type="checkbox" id="ad-${i}">` +
     `<label for="ad-${i}" style="width:16em">${esc(p)}</label><input type="range" min="0" max="2" step="0.05" value="1" id="w-${i}"><span id="wv-${i}">1.00</span></div>`).join("") || '<span class="meta">no adapter folders under the working folder yet: train one</span>';
-  document.querySelectorAll("#chat-adapters input[type=range]").forEach((r) => r.addEventListener("input", () => { $("wv-" + r.id.slice(2)).textContent = (+r.value).toFixed(2); }));
+  document.querySelectorAll("#chat-adapters input[type=range]").forEach((r) => r.addEventListener("input", () => { $("wv-" + r.id.slice(2)).textContent = (+r.value).toFixed(2); variants(); }));
   $("chat-adapters").onchange = variants;
   variants();
 }
 function variants() {
   const s = selection(), names = ["base", ...s.adapters.map((a) => a.path.replace(/\W/g, "_"))];
-  if (s.adapters.length > 1) names.push("mix");
+  if (s.adapters.length > 1 || (s.adapters.length === 1 && s.adapters[0].weight !== 1)) names.push("mix");
   $("chat-variant").innerHTML = options(names, names[names.length - 1]);
 }
 $("chat-refresh").onclick = loadAdapters;
