@@ -62,3 +62,22 @@ def test_command_line_parses_back_to_the_same_config(tmp_path):
 def test_bad_form_values_name_the_flag(tmp_path, raw, message):
     with pytest.raises(ConfigError, match=message):
         config_values(TrainConfig, raw, tmp_path)
+
+
+def test_paths_in_values_cannot_leave_the_folder(tmp_path):
+    import os
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir(), out.mkdir()
+    os.symlink(out, work / "link")
+    for raw in ({"output_dir": "link/new_run"}, {"data": ["link/rows.jsonl:0.5"]}, {"previous_lora_weights": ["a=link:0.5"]},
+                {"output_dir": "~/runs"}, {"data": [f"{out}/rows.jsonl"]}):  # fmt: skip
+        with pytest.raises(ConfigError, match="--(output_dir|data|previous_lora_weights): "):
+            config_values(TrainConfig, raw, work)
+    fine = {
+        "model": "HuggingFaceTB/SmolLM2-135M",
+        "lr_scheduler_type": "linear",
+        "data": ["d.jsonl:0.5"],
+        "output_dir": "w/a",
+    }
+    assert config_values(TrainConfig, fine, work) == {**fine, "lr_scheduler_type": "linear"}

@@ -11,6 +11,7 @@ then the command's own), in the order `--help` lists them. A second list could d
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -109,20 +110,20 @@ def config_values(cls: type, raw: dict[str, Any], workdir: str | Path) -> dict[s
 
 
 def check_paths(name: str, value: Any, workdir: str | Path) -> None:
-    """A text value that reads as a path (absolute, ~, ..) must stay under the working folder."""
+    """Every text value that could be a path must resolve under the working folder: `../x`, `/etc/x`, `~/x`
+    and `link/new` (a symlink out, even to a folder not made yet) are refused. Text that is no path at all
+    (`cosine`, a hub id) resolves inside it and passes; so `name=` prefixes and `:weight` suffixes are read
+    both ways, as the commands read them (`--adapter name=dir:0.5`, `--data file:0.3`)."""
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if not isinstance(item, str):
+        if not isinstance(item, str) or not item.strip():
             continue
-        text = item.split("=", 1)[-1] if "=" in item and "/" not in item.split("=", 1)[0] else item
-        if text.startswith(("/", "~", "\\")) or ".." in Path(text).parts or ":\\" in text:
+        text = item.split("=", 1)[1] if "=" in item and "/" not in item.split("=", 1)[0] else item
+        for candidate in {text, re.sub(r":-?[0-9.]+(e-?[0-9]+)?$", "", text)}:
             try:
-                inside(workdir, text)
-            except PathRefused as err:
-                raise ConfigError(f"--{name}: {err}") from None
-        elif text and Path(workdir, text).exists():
-            try:
-                inside(workdir, text)  # a symlink inside the folder that points out of it
+                if candidate.startswith("~"):
+                    raise PathRefused(f"{candidate!r}: give a path under the working folder (no ~)")
+                inside(workdir, candidate)
             except PathRefused as err:
                 raise ConfigError(f"--{name}: {err}") from None
 
