@@ -42,10 +42,14 @@ def _running(pid: int, folder: Path) -> bool:
     """Whether `pid` is alive and is this job's runner (not another process that got its number)."""
     try:
         os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ProcessLookupError):
         return False
-    return str(folder).encode() in cmdline
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # exited, not yet reaped by the board that started it
+        return False
+    # a process that has just been started can show an empty command line for a moment (measured)
+    return not cmdline or str(folder).encode() in cmdline
 
 
 class JobManager:
