@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "what adapters lost on general questions (score, KL to base) and gained on their domain"),
     "serve": ("llm_tuning.infer.server:ServeConfig", "llm_tuning.infer.server:run",
               "OpenAI-compatible API and chat page for a model and its adapters"),
+    "board": ("llm_tuning.board.app:BoardConfig", "llm_tuning.board.app:run",
+              "a web page for the whole loop: data, train, evaluate, chat and mix, SDE reports"),
     "demo": ("llm_tuning.demo:DemoConfig", "llm_tuning.demo:run",
              "fine-tune the embedded model on arithmetic and show before/after"),
     "sde render": ("llm_tuning.sde.commands:RenderConfig", "llm_tuning.sde.commands:run_render",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import select
-import shutil
 import socket
 import threading
 import time
@@ -17,6 +14,7 @@ import httpx
 import openai
 import pytest
 import tiny_models
+from chromium import AVAILABLE, Chromium
 
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.template import prompt_text
@@ -211,54 +209,6 @@ def test_chat_page_and_unknown_route(served):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-class Chromium:
-    """Headless Chromium driven through the DevTools protocol on a pipe (it reads fd 3, writes fd 4)."""
-
-    def __init__(self, profile: Path) -> None:
-        to_chrome_read, self.to_chrome = os.pipe()
-        self.from_chrome, from_chrome_write = os.pipe()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        actions = [(os.POSIX_SPAWN_DUP2, to_chrome_read, 3), (os.POSIX_SPAWN_DUP2, from_chrome_write, 4),
-                   (os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]  # fmt: skip
-        args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"]  # fmt: skip
-        self.pid = os.posix_spawnp("chromium", args, os.environ, file_actions=actions)
-        for fd in (to_chrome_read, from_chrome_write, devnull):
-            os.close(fd)
-        self.buffer, self.last_id = b"", 0
-
-    def send(self, method: str, session: str | None = None, **params) -> dict:
-        self.last_id += 1
-        message = {
-            "id": self.last_id,
-            "method": method,
-            "params": params,
-            **({"sessionId": session} if session else {}),
-        }
-        os.write(self.to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 20
-        while True:
-            while b"\0" in self.buffer:
-                raw, self.buffer = self.buffer.split(b"\0", 1)
-                reply = json.loads(raw)
-                if reply.get("id") == self.last_id:
-                    assert "error" not in reply, reply
-                    return reply["result"]
-            ready, _, _ = select.select([self.from_chrome], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"no answer from chromium to {method}"
-            data = os.read(self.from_chrome, 1 << 16)
-            assert data, "chromium exited"
-            self.buffer += data
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close")
-        finally:
-            os.waitpid(self.pid, 0)
-            os.close(self.to_chrome)
-            os.close(self.from_chrome)
-
-
 PAGE_STATE = """JSON.stringify({
   models: [...document.querySelectorAll('#model option')].map(o => o.value),
   reply: document.querySelector('.msg.assistant[data-done]')?.textContent ?? null,
@@ -266,25 +216,16 @@ PAGE_STATE = """JSON.stringify({
 })"""
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="headless Chromium is not installed (apt-get install chromium)"
-)
+@pytest.mark.skipif(not AVAILABLE, reason="headless Chromium is not installed (apt-get install chromium)")
 def test_chat_page_in_headless_chromium(served, client, tmp_path):
     """The page lists the models and streams a reply with fetch: the same text the API gives."""
     expected = ask(client, "math", max_tokens=8)
-    browser = Chromium(tmp_path / "profile")
-    try:
-        url = f"{served['open_url']}/?model=math&temperature=0&max_tokens=8&q={quote(QUESTION)}"
-        target = browser.send("Target.createTarget", url=url)["targetId"]
-        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        deadline = time.monotonic() + 20
-        while True:
-            result = browser.send("Runtime.evaluate", session, expression=PAGE_STATE, returnByValue=True)
-            state = json.loads(result["result"]["value"])
-            if state["reply"] is not None or state["error"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        browser.close()
+    with Chromium(tmp_path / "profile") as browser:
+        page = browser.open(
+            f"{served['open_url']}/?model=math&temperature=0&max_tokens=8&q={quote(QUESTION)}"
+        )
+        done = "(s => s.reply !== null || s.error !== null)(JSON.parse(" + PAGE_STATE + "))"
+        page.wait(done, timeout=20, poll=0.05)
+        state = json.loads(page.eval(PAGE_STATE))
     assert state["models"] == ["tiny", "math", "style", "both"]
     assert state["error"] is None and state["reply"] == expected

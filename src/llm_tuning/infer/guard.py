@@ -86,6 +86,7 @@ class Policy:
     cors_origins: frozenset[str]
     api_key: str | None
     max_request_bytes: int
+    key_prefix: str = "/v1"  # paths that need the key (the board's are under /api)
 
 
 class Guard:
@@ -118,7 +119,7 @@ class Guard:
                            f"server with --cors_origins {origin} to allow them", "origin", "origin_not_allowed")  # fmt: skip
         if method == "OPTIONS":  # a CORS preflight carries no key or body; CORSMiddleware answers it
             return
-        if path.startswith("/v1") and policy.api_key:
+        if path.startswith(policy.key_prefix) and policy.api_key:
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {policy.api_key}".encode()):
                 raise ApiError(401, "missing or wrong API key: send `Authorization: Bearer KEY`",

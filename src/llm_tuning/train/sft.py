@@ -57,6 +57,7 @@ from llm_tuning.train.quantized import check_4bit, load_4bit_model
 from llm_tuning.train.replay import write_replay_file
 from llm_tuning.train.sharding import check_launch, cpu_process_flags, use_fsdp_on_cpu
 from llm_tuning.train.speed import check_levers, set_mmap_threshold, set_threads, use_fast_dropout
+from llm_tuning.train.stop import StopOnSigterm
 from llm_tuning.training_options import TrainerOptions, trainer_arguments
 
 logger = logging.getLogger(__name__)
@@ -360,7 +361,8 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
         model,
         tokenizer,
         (train_set, eval_set),
-        [collector, marks, guard, *generation, *(callbacks or [])],
+        # StopOnSigterm first: the checkpoint marks then see the save it asks for
+        [StopOnSigterm(), collector, marks, guard, *generation, *(callbacks or [])],
     )
     marks.trainer = trainer
     for callback in generation:
