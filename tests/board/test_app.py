@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import client
+from board_support import client
 
 KEY = "board-key"
 

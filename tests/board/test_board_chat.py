@@ -7,7 +7,7 @@ import json
 
 import pytest
 import tiny_models
-from conftest import client, wait_job
+from board_support import client, wait_job
 
 from llm_tuning.board.jobs import JobManager
 from llm_tuning.data.formats import prompt_messages

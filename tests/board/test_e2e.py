@@ -7,8 +7,8 @@ import json
 
 import pytest
 import tiny_models
+from board_support import serve
 from chromium import AVAILABLE, Chromium
-from conftest import serve
 
 from llm_tuning.board.app import BoardConfig, build_app
 

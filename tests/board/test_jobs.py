@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from conftest import client, wait_job
+from board_support import client, wait_job
 
 from llm_tuning.board.jobs import JobManager
 from llm_tuning.board.progress import parse_progress, parse_records, tail

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import client
+from board_support import client
 
 from llm_tuning.board.paths import PathRefused, inside, list_files
 

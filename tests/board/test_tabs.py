@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import client, wait_job
+from board_support import client, wait_job
 
 from llm_tuning.board.data_view import histogram, row_format
 from llm_tuning.board.jobs import JobManager
