@@ -10,7 +10,6 @@ adapter (--sft_adapter). fp32 on CPU (TRL defaults to bf16, 10-20x slower there)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,22 +61,12 @@ class CPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrai
         validate_groups(self)
 
 
-def trl_classes() -> tuple[type, type]:
-    os.environ.setdefault(
-        "TRL_EXPERIMENTAL_SILENCE", "1"
-    )  # the module docstring says it is experimental in TRL
-    from trl.experimental.cpo import CPOConfig as TRLCPOConfig
-    from trl.experimental.cpo import CPOTrainer
-
-    return TRLCPOConfig, CPOTrainer
-
-
 def arguments(cfg: CPOOptions) -> dict[str, Any]:
     return {"loss_type": cfg.loss_type, "beta": cfg.beta, "cpo_alpha": cfg.cpo_alpha,
             "simpo_gamma": cfg.simpo_gamma, "label_smoothing": cfg.label_smoothing}  # fmt: skip
 
 
-CPO = PreferenceMethod("CPO", trl_classes, arguments, reference=False)
+CPO = PreferenceMethod("CPO", "trl.experimental.cpo", ("CPOConfig", "CPOTrainer"), arguments, reference=False)
 
 
 def run(cfg: CPOConfig) -> PreferenceResult:

@@ -48,18 +48,11 @@ class DPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrai
         check_range("label_smoothing", self.label_smoothing, 0, 0.5)
 
 
-def trl_classes() -> tuple[type, type]:
-    from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
-
-    return TRLDPOConfig, DPOTrainer
-
-
 def arguments(cfg: DPOConfig) -> dict[str, Any]:
     return {"beta": cfg.beta, "loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing}
 
 
-DPO = PreferenceMethod("DPO", trl_classes, arguments)
+DPO = PreferenceMethod("DPO", "trl", ("DPOConfig", "DPOTrainer"), arguments)
 
 
 def run(cfg: DPOConfig) -> PreferenceResult:

@@ -119,6 +119,11 @@ def make_step(cfg: Any, policy: Policy, optimizer: torch.optim.Optimizer):
 
 def run(cfg: GRPOConfig) -> OnlineResult:
     """Load the policy (+ reference adapter), then run GRPO steps; writes the adapter and its report."""
+    return run_group(cfg)
+
+
+def run_group(cfg: Any) -> OnlineResult:
+    """The loop GRPO and RLOO share (they differ only in `cfg.advantages`): policy, optimizer, steps."""
     from transformers import set_seed
 
     set_seed(cfg.seed)

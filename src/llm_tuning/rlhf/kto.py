@@ -58,19 +58,12 @@ class KTOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTrai
                               f"prompt with another row's reply), got {self.per_device_train_batch_size}")  # fmt: skip
 
 
-def trl_classes() -> tuple[type, type]:
-    from trl import KTOConfig as TRLKTOConfig
-    from trl import KTOTrainer
-
-    return TRLKTOConfig, KTOTrainer
-
-
 def arguments(cfg: KTOConfig) -> dict[str, Any]:
     return {"beta": cfg.beta, "loss_type": cfg.loss_type, "desirable_weight": cfg.desirable_weight,
             "undesirable_weight": cfg.undesirable_weight}  # fmt: skip
 
 
-KTO = PreferenceMethod("KTO", trl_classes, arguments, unpaired=True)
+KTO = PreferenceMethod("KTO", "trl", ("KTOConfig", "KTOTrainer"), arguments, unpaired=True)
 
 
 def run(cfg: KTOConfig) -> PreferenceResult:

@@ -10,7 +10,6 @@ fp32 on CPU (TRL defaults to bf16, 10-20x slower there).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +33,13 @@ class ORPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTra
         check_positive("beta", self.beta)
 
 
-def trl_classes() -> tuple[type, type]:
-    os.environ.setdefault(
-        "TRL_EXPERIMENTAL_SILENCE", "1"
-    )  # the module docstring says it is experimental in TRL
-    from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
-    from trl.experimental.orpo import ORPOTrainer
-
-    return TRLORPOConfig, ORPOTrainer
-
-
 def arguments(cfg: ORPOConfig) -> dict[str, Any]:
     return {"beta": cfg.beta}
 
 
-ORPO = PreferenceMethod("ORPO", trl_classes, arguments, reference=False)
+ORPO = PreferenceMethod(
+    "ORPO", "trl.experimental.orpo", ("ORPOConfig", "ORPOTrainer"), arguments, reference=False
+)
 
 
 def run(cfg: ORPOConfig) -> PreferenceResult:

@@ -15,7 +15,9 @@ from, does the policy now favour the chosen reply (or, for KTO rows, move the wa
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PreferenceMethod:
     name: str  # shown in logs and the summary: "DPO"
-    trl_classes: Callable[[], tuple[type, type]]  # (TRL config class, trainer class), imported when run
+    trl_module: str  # where TRL keeps its config and trainer classes: "trl", "trl.experimental.orpo"
+    trl_names: tuple[
+        str, str
+    ]  # (config class, trainer class), imported when a run starts (trl is slow to import)
     arguments: Callable[
         [Any], dict[str, Any]
     ]  # the method's own TRL config fields, from the command's config
@@ -149,12 +154,21 @@ def load_rows(cfg: Any, method: PreferenceMethod, tokenizer: Any) -> tuple[list[
     return train_rows, eval_rows
 
 
+def trl_classes(method: PreferenceMethod) -> tuple[type, type]:
+    """TRL's config and trainer classes; an experimental module's import warning is silenced (the commands'
+    help says which trainers are experimental in TRL)."""
+    if method.trl_module.startswith("trl.experimental"):
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    module = importlib.import_module(method.trl_module)
+    return getattr(module, method.trl_names[0]), getattr(module, method.trl_names[1])
+
+
 def make_trainer(
     cfg: Any, method: PreferenceMethod, tokenizer: Any, rows: tuple[list, list], callbacks: list
 ) -> Any:
     from datasets import Dataset
 
-    config_class, trainer_class = method.trl_classes()
+    config_class, trainer_class = trl_classes(method)
     train_rows, eval_rows = rows
     model, peft_config = build_policy(cfg)
     dtype = pick_dtype(cfg.dtype, pick_device(cfg.device))

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from llm_tuning.config import LoraOptions, ModelOptions, option, validate_groups
-from llm_tuning.rlhf.grpo import GroupOptions, make_step
-from llm_tuning.rlhf.loop import OnlineResult, RolloutOptions, load_policy, run_online
+from llm_tuning.rlhf.grpo import GroupOptions, run_group
+from llm_tuning.rlhf.loop import OnlineResult, RolloutOptions
 from llm_tuning.rlhf.reward_math import leave_one_out_advantages
 
 
@@ -45,11 +45,4 @@ class RLOOConfig(GroupOptions, ModelOptions, LoraOptions, RolloutOptions):
 
 def run(cfg: RLOOConfig) -> OnlineResult:
     """Load the policy (+ reference adapter), then run RLOO steps; writes the adapter and its report."""
-    from transformers import set_seed
-
-    set_seed(cfg.seed)
-    policy = load_policy(cfg)
-    optimizer = torch.optim.AdamW(
-        [p for p in policy.model.parameters() if p.requires_grad], lr=cfg.learning_rate
-    )
-    return run_online(cfg, policy, make_step(cfg, policy, optimizer), optimizer)
+    return run_group(cfg)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from llm_tuning.config import LoraOptions, ModelOptions, option, validate_groups
 from llm_tuning.rlhf.common import PreferenceDataOptions, PreferenceTrainerOptions
-from llm_tuning.rlhf.cpo import CPOOptions, arguments, trl_classes
+from llm_tuning.rlhf.cpo import CPO, CPOOptions, arguments
 from llm_tuning.rlhf.preference import PreferenceMethod, PreferenceResult, run_preference
 
 
@@ -31,7 +31,7 @@ class SimPOConfig(ModelOptions, LoraOptions, PreferenceDataOptions, PreferenceTr
         validate_groups(self)
 
 
-SIMPO = PreferenceMethod("SimPO", trl_classes, arguments, reference=False)
+SIMPO = PreferenceMethod("SimPO", CPO.trl_module, CPO.trl_names, arguments, reference=False)
 
 
 def run(cfg: SimPOConfig) -> PreferenceResult:
