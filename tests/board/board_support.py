@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -33,23 +31,6 @@ def client(workdir: Path, **cfg):
     return TestClient(
         build_app(BoardConfig(workdir=str(workdir), model="tiny", **cfg)), base_url="http://127.0.0.1"
     )
-
-
-def serve(app) -> tuple[str, object, threading.Thread]:
-    """A real uvicorn server for `app` on a free port of 127.0.0.1, in a thread."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 def wait_job(

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import tiny_models
-from board_support import serve
 from chromium import AVAILABLE, Chromium
+from live_server import start
 
 from llm_tuning.board.app import BoardConfig, build_app
 
@@ -82,7 +82,7 @@ def test_data_train_chat_mix_in_the_browser(workdir, tmp_path):
     tiny_models.random_adapter(
         str(workdir / "tiny"), workdir / "weights" / "other", 4, ["q_proj", "v_proj"], 3, alpha=4
     )
-    url, server, thread = serve(build_app(BoardConfig(workdir=str(workdir), model="tiny")))
+    url, server, thread = start(build_app(BoardConfig(workdir=str(workdir), model="tiny")))
     try:
         with Chromium(tmp_path / "profile") as browser:
             page = browser.open(url + "/#data")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +12,7 @@ import openai
 import pytest
 import tiny_models
 from chromium import AVAILABLE, Chromium
+from live_server import free_port, start  # noqa: F401  (other test modules import them from here)
 
 from llm_tuning.data.formats import prompt_messages
 from llm_tuning.data.template import prompt_text
@@ -30,26 +28,6 @@ QUESTION = "What is 12 + 7?"
 
 def random_adapter(base: str, folder: Path, rank: int, targets: list[str], seed: int) -> str:
     return tiny_models.random_adapter(base, folder, rank, targets, seed, alpha=rank)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(app) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 @pytest.fixture(scope="module")

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def arithmetic_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randint(1, 20), rng.randint(1, 20)
-        wrong = a + b + rng.choice([-2, -1, 1, 10])
-        rows.append({"prompt": f"What is {a} + {b}?", "chosen": f"{a} + {b} = {a + b}",
-                     "rejected": f"{a} + {b} = {wrong}", "answer": a + b})  # fmt: skip
-    return rows
+from rlhf_rows import arithmetic_rows, write_rows
 
 
 @pytest.fixture(scope="module", autouse=True)

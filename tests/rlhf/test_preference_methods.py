@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import arithmetic_rows, write_rows
+from rlhf_rows import arithmetic_rows, write_rows
 
 from llm_tuning.cli import main
 from llm_tuning.rlhf import preference
