@@ -30,7 +30,7 @@ from llm_tuning.board import forms
 from llm_tuning.board.jobs import JobManager
 from llm_tuning.board.paths import PathRefused, find_folders, inside, list_files
 from llm_tuning.config import DEFAULT_MODEL, ConfigError, check_positive, option
-from llm_tuning.infer.guard import Guard, Policy, allowed_hosts, check_hosts
+from llm_tuning.infer.guard import Guard, Policy, allowed_hosts, check_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def check_port_free(host: str, port: int) -> None:
 def run(cfg: BoardConfig) -> Any:
     import uvicorn
 
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+    if not is_loopback(cfg.host) and not cfg.api_key:
         logger.warning("binding %s without --api_key: anyone on the network can run commands here", cfg.host)
     check_port_free(cfg.host, cfg.port)
     url = f"http://{cfg.host}:{cfg.port}/"

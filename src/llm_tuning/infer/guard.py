@@ -14,6 +14,7 @@ the API key on /v1 and the body size. Refusals are OpenAI-shaped JSON errors.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -137,3 +138,11 @@ class Guard:
         origin = origin.strip().rstrip("/").lower()
         same = host is not None and urlsplit(origin).netloc == host.strip().lower()
         return same or origin in self.policy.cors_origins or ANY in self.policy.cors_origins
+
+
+def is_loopback(host: str) -> bool:
+    """Whether --host keeps the server on this machine (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -18,7 +18,6 @@ hands the model and adapters to vLLM's OpenAI server instead (`llm_tuning.infer.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import threading
@@ -38,7 +37,7 @@ except ImportError as err:  # pragma: no cover - the serve extra is optional
     ) from err
 
 from llm_tuning.infer.engine import Engine, Job, Outcome, ServeConfig, build_engine
-from llm_tuning.infer.guard import Guard, Policy, allowed_hosts
+from llm_tuning.infer.guard import Guard, Policy, allowed_hosts, is_loopback
 from llm_tuning.infer.openai_api import (
     DONE,
     ApiError,
@@ -217,13 +216,6 @@ class ServeResult:
     models: list[str] = field(default_factory=list)
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def run(cfg: ServeConfig) -> ServeResult:
     if cfg.backend == "vllm":  # vLLM's own server replaces this process
         from llm_tuning.infer.vllm_backend import run_vllm
@@ -232,7 +224,7 @@ def run(cfg: ServeConfig) -> ServeResult:
     import uvicorn
 
     engine = build_engine(cfg)
-    if not _is_loopback(cfg.host) and not cfg.api_key:
+    if not is_loopback(cfg.host) and not cfg.api_key:
         logger.warning("binding %s without --api_key: anyone on the network can use this server", cfg.host)
     hosts = sorted(allowed_hosts(cfg.host, cfg.allowed_hosts))
     logger.info("requests must name one of these hosts (--allowed_hosts adds more): %s", ", ".join(hosts))
