@@ -32,6 +32,14 @@ class LogCollector(TrainerCallback):
             self.records.append({"step": state.global_step, **logs})
 
 
+def final_eval(trainer: Any, step: int) -> dict[str, float] | None:
+    """What the Trainer's own evaluation at `step` logged (with held-out rows it evaluates at the last step),
+    so a command need not evaluate twice; None when it did not. Every rank keeps the same log history, so
+    under DDP all ranks agree on whether to evaluate again."""
+    history = trainer.state.log_history
+    return next((r for r in reversed(history) if r.get("step") == step and "eval_loss" in r), None)
+
+
 def _series(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {}
     for rec in records:

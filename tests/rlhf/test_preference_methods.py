@@ -56,6 +56,7 @@ def test_one_step_trains_only_lora_and_reloads_with_peft(command, tiny_model, pa
     summary = report["summary"]
     assert summary["steps"] == 1 and math.isfinite(summary["train_loss"])
     assert all(math.isfinite(r["loss"]) for r in report["log"] if "loss" in r)
+    assert [r["step"] for r in report["log"] if "eval_loss" in r] == [1]  # evaluated once, not again after
     held_out = summary["held_out"]
     assert held_out["rows"] == summary["eval_pairs"] >= 3
     assert 0 <= held_out["label_agreement" if command == "kto" else "preference_accuracy"] <= 1

@@ -190,7 +190,10 @@ def test_tensorboard_and_eval_split(tiny_model, data_file, tmp_path):
                            report_to="tensorboard"))  # fmt: skip
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     assert result.eval_loss is not None and result.eval_loss > 0
-    assert any("eval_loss" in r for r in result.log)
+    evaluations = [r for r in result.log if "eval_loss" in r]
+    steps = [r["step"] for r in evaluations]
+    assert steps[-1] == 2 and len(steps) == len(set(steps)), steps  # the last step's evaluation is not rerun
+    assert result.eval_loss == evaluations[-1]["eval_loss"]
 
 
 @pytest.mark.parametrize(

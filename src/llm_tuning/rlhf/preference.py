@@ -26,7 +26,7 @@ from typing import Any
 from llm_tuning.data.template import prompt_text, with_system
 from llm_tuning.models.load import load_model, load_tokenizer, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
-from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.reporting import LogCollector, final_eval, write_training_report
 from llm_tuning.rlhf.common import (
     begin_run,
     check_adapter_flags,
@@ -196,7 +196,9 @@ def run_preference(cfg: Any, method: PreferenceMethod) -> PreferenceResult:
     trainer = make_trainer(cfg, method, tokenizer, (train_rows, eval_rows), [collector, marks])
     marks.trainer = trainer
     output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
-    evaluated = trainer.evaluate() if eval_rows else None
+    evaluated = final_eval(trainer, output.global_step)
+    if eval_rows and evaluated is None:
+        evaluated = trainer.evaluate()
     accuracy, margin = trl_metrics(collector.records, evaluated)
     if trainer.is_world_process_zero():
         save_outputs(trainer.model, tokenizer, cfg, cfg.output_dir)

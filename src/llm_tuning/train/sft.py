@@ -48,7 +48,7 @@ from llm_tuning.models.adapter_check import record_base_model, remember_base_fin
 from llm_tuning.models.adapters import MIX_METHODS, mixed_trainable_adapter, needs_mix, parse_adapter_spec
 from llm_tuning.models.load import load_model, load_tokenizer, pick_device, pick_dtype
 from llm_tuning.models.lora import attach_lora, lora_config
-from llm_tuning.reporting import LogCollector, write_training_report
+from llm_tuning.reporting import LogCollector, final_eval, write_training_report
 from llm_tuning.train.finite import FiniteGuard
 from llm_tuning.train.generation_eval import check_eval_selection, generation_metrics
 from llm_tuning.train.loss import LeanLossTrainer
@@ -368,7 +368,10 @@ def run(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     for callback in generation:
         callback.trainer = trainer
     output = marks.finish(trainer.train(resume_from_checkpoint=marks.resume_argument()), collector.records)
-    eval_loss = trainer.evaluate()["eval_loss"] if eval_set is not None else None
+    evaluated = final_eval(trainer, output.global_step)
+    if eval_set is not None and evaluated is None:
+        evaluated = trainer.evaluate()
+    eval_loss = evaluated["eval_loss"] if eval_set is not None else None
     tokens = int(trainer.state.num_input_tokens_seen)
     save_adapter(trainer, tokenizer, cfg)
     if trainer.is_world_process_zero():
