@@ -6,9 +6,10 @@
 Each row carries its own adapter (PEFT's mixed-adapter batches: `adapter_names`, "__base__" = no adapter)
 and its own sampling settings (temperature, top_k, top_p, repetition penalty, a seeded generator of its own,
 max_new_tokens, stop ids, a callback that may stop it, a cancel flag). Rows are left-padded in one
-DynamicCache with an attention mask and explicit position ids; a finished row leaves the batch at the next
-step, and new rows join at step boundaries: they are prefilled on their own, then their cache is merged into
-the running one by left-padding both to a common length. Greedy rows give the same tokens as a one-row
+DynamicCache (of GrowingLayers, models/kv_cache.py: no copy of the whole cache per token) with an attention
+mask and explicit position ids; a finished row leaves the batch at the next step, and new rows join at
+step boundaries: they are prefilled on their own, then their cache is merged into the running one by
+left-padding both to a common length. Greedy rows give the same tokens as a one-row
 `model.generate` for the same adapter (tests/models/test_batch_engine.py).
 
 While the batch is small (rows x 5 <= 16 tokens by default), greedy rows also check a prompt-lookup draft of
@@ -29,6 +30,8 @@ from typing import Any
 
 import torch
 
+from llm_tuning.models.cpu_linear import linears_on_cpu, rows_first
+from llm_tuning.models.kv_cache import grow_in_place
 from llm_tuning.models.lookahead import accepted, find_draft, shift_right
 from llm_tuning.models.row_mix import Mix, mix_hooks
 
@@ -119,6 +122,7 @@ class BatchDecoder:
         self.drafted = self.accepted = 0  # draft tokens checked / kept (how much lookahead saved)
         self.peft = hasattr(model, "peft_config")
         self.device = next(model.parameters()).device
+        self.linears = linears_on_cpu(model)  # decode steps run them as W @ x^T (models/cpu_linear.py)
         base = model.get_base_model() if self.peft else model
         params = inspect.signature(base.forward).parameters
         self.keep_logits = "logits_to_keep" in params
@@ -174,7 +178,7 @@ class BatchDecoder:
         groups: dict[Mix, list[int]] = {}
         for row, mix in mixes.items():
             groups.setdefault(mix, []).append(row)
-        with mix_hooks(self.model, [(rows, mix) for mix, rows in groups.items()]):
+        with mix_hooks(self.model, [(rows, mix) for mix, rows in groups.items()]), rows_first(self.linears):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
         cache = getattr(out, "cache", None)
         cache = getattr(out, "past_key_values", None) if cache is None else cache
@@ -199,6 +203,7 @@ class BatchDecoder:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache, logits = self._forward(ids, mask, pos, None, [req.adapter for _, req in items])
         self._check_cache(cache)
+        grow_in_place(cache)
         rows = []
         for key, req in items:
             seed = req.seed if req.seed is not None else int(torch.randint(0, 2**62, (1,)))
