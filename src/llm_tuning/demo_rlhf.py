@@ -1,10 +1,10 @@
-"""The RLHF demo: reward model, PPO and GRPO on the embedded model's arithmetic adapter, on the CPU.
+"""The RLHF demo: reward model, PPO, GRPO and RLOO on the embedded model's arithmetic adapter, on the CPU.
 
     llm-tuning demo --rlhf          (the lead's demo command calls run_rlhf_demo)
 
 Starts from the main demo's arithmetic SFT adapter (outputs/demo/adapter; trained here if absent),
 trains a reward model on pairs where the correct answer is chosen over a wrong one, runs PPO against
-that reward model and GRPO against the exact-match and format rewards, and measures exact-match
+that reward model, GRPO and RLOO against the exact-match and format rewards, and measures exact-match
 accuracy on the main demo's held-out questions before and after each stage.
 """
 
@@ -31,13 +31,15 @@ from llm_tuning.rlhf.ppo import PPOConfig
 from llm_tuning.rlhf.ppo import run as ppo
 from llm_tuning.rlhf.reward_model import RewardModelConfig
 from llm_tuning.rlhf.reward_model import run as train_reward_model
+from llm_tuning.rlhf.rloo import RLOOConfig
+from llm_tuning.rlhf.rloo import run as rloo
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RLHFDemoConfig:
-    """Reward model, PPO and GRPO on the arithmetic SFT adapter, with held-out accuracy at each stage."""
+    """Reward model, PPO, GRPO and RLOO on the arithmetic SFT adapter, with held-out accuracy at each stage."""
 
     model: str = option(DEFAULT_MODEL, "the base model")
     output_dir: str = option("outputs/demo_rlhf", "where the data, adapters and reports go")
@@ -49,9 +51,9 @@ class RLHFDemoConfig:
     rm_epochs: float = option(2.0, "reward model epochs")
     rm_learning_rate: float = option(5e-4, "reward model learning rate")
     ppo_steps: int = option(8, "PPO rollout batches of --rl_batch prompts")
-    grpo_steps: int = option(8, "GRPO steps of --rl_batch / 2 prompts x 4 replies")
+    grpo_steps: int = option(8, "GRPO (and RLOO) steps of --rl_batch / 2 prompts x 4 replies")
     rl_batch: int = option(8, "prompts per PPO step (GRPO: half as many prompts, 4 replies each)")
-    rl_learning_rate: float = option(1e-4, "PPO and GRPO learning rate")
+    rl_learning_rate: float = option(1e-4, "PPO, GRPO and RLOO learning rate")
     seed: int = option(0, "seed for the questions and every stage")
 
 
@@ -110,7 +112,7 @@ def ensure_sft_adapter(cfg: RLHFDemoConfig, train_file: Path) -> tuple[str, floa
 
 
 def run_rlhf_demo(cfg: RLHFDemoConfig) -> RLHFDemoResult:
-    """SFT adapter -> reward model -> PPO and GRPO, with held-out accuracy before and after each stage."""
+    """SFT adapter -> reward model -> PPO, GRPO and RLOO, with held-out accuracy before and after each stage."""
     began = time.perf_counter()
     out = Path(cfg.output_dir)
     train_q, test_q = make_split(cfg.train_size, cfg.test_size, cfg.seed)
@@ -150,13 +152,16 @@ def run_rlhf_demo(cfg: RLHFDemoConfig) -> RLHFDemoResult:
     result.stages.append({"stage": f"PPO ({cfg.ppo_steps} steps)", "accuracy": ppo_acc,
                           "seconds": time.perf_counter() - start, "note": _trend(ppo_out.log, "reward/model")})  # fmt: skip
 
-    logger.info("== GRPO with exact-match and format rewards, %d steps", cfg.grpo_steps)
-    start = time.perf_counter()
-    grpo_out = grpo(GRPOConfig(**common, output_dir=str(out / "grpo"), reward=["exact_match", "format"],
-                               max_steps=cfg.grpo_steps, batch_size=max(1, cfg.rl_batch // 2), num_generations=4))  # fmt: skip
-    grpo_acc = accuracy(cfg.model, str(grpo_out.output_dir), test_q)
-    result.stages.append({"stage": f"GRPO ({cfg.grpo_steps} steps)", "accuracy": grpo_acc,
-                          "seconds": time.perf_counter() - start, "note": _trend(grpo_out.log, "reward/exact_match")})  # fmt: skip
+    # GRPO and RLOO: the same rollouts and verifiable rewards, group-mean vs leave-one-out baselines
+    for name, config_class, train, steps in (("GRPO", GRPOConfig, grpo, cfg.grpo_steps),
+                                             ("RLOO", RLOOConfig, rloo, cfg.grpo_steps)):  # fmt: skip
+        logger.info("== %s with exact-match and format rewards, %d steps", name, steps)
+        start = time.perf_counter()
+        run = train(config_class(**common, output_dir=str(out / name.lower()), reward=["exact_match", "format"],
+                                 max_steps=steps, batch_size=max(1, cfg.rl_batch // 2), num_generations=4))  # fmt: skip
+        acc = accuracy(cfg.model, str(run.output_dir), test_q)
+        result.stages.append({"stage": f"{name} ({steps} steps)", "accuracy": acc,
+                              "seconds": time.perf_counter() - start, "note": _trend(run.log, "reward/exact_match")})  # fmt: skip
     result.total_seconds = time.perf_counter() - began
     write_jsonl(result.stages, out / "stages.jsonl")
     return result

@@ -24,10 +24,10 @@ def test_every_stage_runs_and_reports(tiny_model, tmp_path):
                          train_size=40, test_size=4, rm_pairs=12, rm_epochs=1, ppo_steps=1, grpo_steps=1, rl_batch=2)  # fmt: skip
     result = run_rlhf_demo(cfg)
     assert [s["stage"] for s in result.stages] == ["SFT adapter (start)", "reward model", "PPO (1 steps)",
-                                                    "GRPO (1 steps)"]  # fmt: skip
+                                                    "GRPO (1 steps)", "RLOO (1 steps)"]  # fmt: skip
     assert all(0 <= s["accuracy"] <= 1 for s in result.stages if s["accuracy"] is not None)
     assert result.reward_model_accuracy is not None and 0 <= result.reward_model_accuracy <= 1
-    for folder in ("sft_adapter", "reward_model", "ppo", "grpo"):
+    for folder in ("sft_adapter", "reward_model", "ppo", "grpo", "rloo"):
         assert (out / folder / "adapter_config.json").is_file(), folder
     stages = [json.loads(line) for line in Path(out / "stages.jsonl").read_text().splitlines()]
-    assert len(stages) == 4 and "pairwise accuracy" in result.summary()
+    assert len(stages) == 5 and "pairwise accuracy" in result.summary()
