@@ -35,7 +35,10 @@ class LogCollector(TrainerCallback):
 def final_eval(trainer: Any, step: int) -> dict[str, float] | None:
     """What the Trainer's own evaluation at `step` logged (with held-out rows it evaluates at the last step),
     so a command need not evaluate twice; None when it did not. Every rank keeps the same log history, so
-    under DDP all ranks agree on whether to evaluate again."""
+    under DDP all ranks agree on whether to evaluate again. With --load_best_model_at_end the model is not
+    the one evaluated at the last step: None, so the command evaluates the best one it loaded."""
+    if trainer.args.load_best_model_at_end:
+        return None
     history = trainer.state.log_history
     return next((r for r in reversed(history) if r.get("step") == step and "eval_loss" in r), None)
 

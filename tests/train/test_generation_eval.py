@@ -44,7 +44,10 @@ def test_generation_metrics_are_logged_and_pick_the_best_checkpoint(tiny_model, 
                       report_to="none", device="cpu")  # fmt: skip
     result = run(cfg)
     logged = [r for r in result.log if "eval_rouge_l" in r]
-    assert [r["step"] for r in logged] >= [2, 4] and all(0 <= r["eval_rouge_l"] <= 1 for r in logged)
+    assert [r["step"] for r in logged] == [2, 4, 4] and all(0 <= r["eval_rouge_l"] <= 1 for r in logged)
+    losses = [r for r in result.log if "eval_loss" in r]
+    assert [r["step"] for r in losses][-2:] == [4, 4]  # evaluated again: the best model loaded at the end
+    assert result.eval_loss == losses[-1]["eval_loss"]
     saved = json.loads((out / "training_log.json").read_text())["log"]
     assert any("eval_exact_match" in r for r in saved)
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
