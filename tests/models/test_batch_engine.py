@@ -158,3 +158,24 @@ def test_prompt_lookup_drafts_are_exact_and_used(two_adapters):
     off = BatchDecoder(model, _stop_ids(tokenizer), lookahead=0)
     assert [r.tokens for r in decode_all(off, [*requests, sampled], 3)] == [r.tokens for r in results]
     assert off.drafted == 0
+
+
+def test_drafts_shrink_to_one_token_while_they_are_refused(two_adapters, monkeypatch):
+    """Drafts that are always wrong: the first steps check 4 draft tokens, later ones only 1; outputs unchanged."""
+    from llm_tuning.models import batch_engine
+
+    model, tokenizer = two_adapters
+    requests = [
+        GenRequest(tokenizer(t, add_special_tokens=False).input_ids, PEFT_BASE, 16) for t in PROMPTS[:2]
+    ]
+    wanted = [reference(model, tokenizer, r.input_ids, PEFT_BASE, 16) for r in requests]
+    wrong = next(t for t in range(5, 500) if all(t not in w for w in wanted))  # never a greedy choice
+    monkeypatch.setattr(batch_engine, "find_draft", lambda sequence, length: [wrong] * length)
+    widths = []
+    verify = batch_engine._verify
+    monkeypatch.setattr(batch_engine, "_verify", lambda d, last, drafts: widths.append(max(map(len, drafts)))
+                        or verify(d, last, drafts))  # fmt: skip
+    decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=32)
+    results = decode_all(decoder, requests, max_batch=2)
+    assert [r.tokens for r in results] == wanted
+    assert decoder.accepted == 0 and widths[:2] == [4, 4] and set(widths[4:]) == {1}, widths

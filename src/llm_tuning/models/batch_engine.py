@@ -12,9 +12,12 @@ step boundaries: they are prefilled on their own, then their cache is merged int
 left-padding both to a common length. Greedy rows give the same tokens as a one-row
 `model.generate` for the same adapter (tests/models/test_batch_engine.py).
 
-While the batch is small (rows x 5 <= 16 tokens by default), greedy rows also check a prompt-lookup draft of
-up to 4 tokens in the same forward (models/lookahead.py): the tokens greedy decoding would produce anyway are
-kept, several per step, and the rest are shifted off the row's cache; outputs are unchanged.
+While the batch is small (rows x (draft + 1) <= 32 tokens by default: 8 rows check 3 draft tokens each),
+greedy rows also check a prompt-lookup draft of up to 4 tokens in the same forward (models/lookahead.py): the
+tokens greedy decoding would produce anyway are kept, several per step, and the rest are shifted off the
+row's cache; outputs are unchanged. Multi-token forwards attend without copying the cache per query head
+(models/gqa_attention.py). Drafts longer than one token pay only when most draft tokens are right: while
+fewer than LONG_DRAFTS_FROM of the recent first draft tokens were kept, drafts are one token long.
 
 Seeded sampling draws from the row's own generator, so its tokens do not depend on what else shares the
 batch, up to float rounding of the logits (a different batch shape may change the last bits).
@@ -25,18 +28,24 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from llm_tuning.models.cpu_linear import linears_on_cpu, rows_first
+from llm_tuning.models.gqa_attention import packed_gqa
 from llm_tuning.models.kv_cache import grow_in_place
 from llm_tuning.models.lookahead import accepted, find_draft, shift_right
 from llm_tuning.models.row_mix import Mix, mix_hooks
 
 PEFT_BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
 GREEDY_BELOW = 1e-5  # a temperature under this decodes greedily
+# the share of first draft tokens kept (recent steps) from which longer drafts pay: on the embedded model a
+# forward of 8 rows x 2 tokens cost 1.16x one of 8 x 1, 8 x 4 cost 1.51x (bench/README.md); with a share p
+# of draft tokens kept, 3 draft tokens give 1 + p + p^2 + p^3 tokens a step against 1 + p for one
+LONG_DRAFTS_FROM = 0.55
 
 
 class UnsupportedModel(RuntimeError):
@@ -111,7 +120,7 @@ class BatchDecoder:
     """The running batch: rows, their cache, attention mask, next positions and last logits."""
 
     def __init__(
-        self, model: Any, stop_ids: Iterable[int], lookahead: int = 4, lookahead_tokens: int = 16
+        self, model: Any, stop_ids: Iterable[int], lookahead: int = 4, lookahead_tokens: int = 32
     ) -> None:
         self.model = model
         self.stop_ids = set(stop_ids)
@@ -120,6 +129,7 @@ class BatchDecoder:
         # few more tokens; 0 turns drafting off
         self.lookahead, self.lookahead_tokens = lookahead, lookahead_tokens
         self.drafted = self.accepted = 0  # draft tokens checked / kept (how much lookahead saved)
+        self.first_kept = 1.0  # moving average of the share of rows whose first draft token was kept
         self.peft = hasattr(model, "peft_config")
         self.device = next(model.parameters()).device
         self.linears = linears_on_cpu(model)  # decode steps run them as W @ x^T (models/cpu_linear.py)
@@ -178,7 +188,12 @@ class BatchDecoder:
         groups: dict[Mix, list[int]] = {}
         for row, mix in mixes.items():
             groups.setdefault(mix, []).append(row)
-        with mix_hooks(self.model, [(rows, mix) for mix, rows in groups.items()]), rows_first(self.linears):
+        drafts = packed_gqa() if cache is not None and ids.shape[1] > 1 else nullcontext()
+        with (
+            mix_hooks(self.model, [(rows, mix) for mix, rows in groups.items()]),
+            rows_first(self.linears),
+            drafts,
+        ):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs)
         cache = getattr(out, "cache", None)
         cache = getattr(out, "past_key_values", None) if cache is None else cache
@@ -311,6 +326,8 @@ def _drafts(decoder: BatchDecoder) -> list[list[int]] | None:
     """A prompt-lookup draft per row ([] for rows that get none), or None: no row has one, or the batch is
     too large for drafts to be nearly free (rows x (draft + 1) > lookahead_tokens)."""
     length = min(decoder.lookahead, decoder.lookahead_tokens // len(decoder.rows) - 1)
+    if decoder.first_kept < LONG_DRAFTS_FROM:
+        length = min(length, 1)
     if length < 1:
         return None
     drafts = []
@@ -351,6 +368,8 @@ def _verify(decoder: BatchDecoder, last: list[int], drafts: list[list[int]]) -> 
         taken.append(count)
     decoder.drafted += sum(len(d) for d in drafts)
     decoder.accepted += sum(taken)
+    tried = sum(1 for d in drafts if d)
+    decoder.first_kept = 0.8 * decoder.first_kept + 0.2 * sum(1 for t in taken if t) / tried
     counts = torch.tensor(taken, device=decoder.device)
     decoder.logits = logits[
         torch.arange(len(taken), device=decoder.device), counts
