@@ -161,7 +161,8 @@ def test_prompt_lookup_drafts_are_exact_and_used(two_adapters):
 
 
 def test_drafts_shrink_to_one_token_while_they_are_refused(two_adapters, monkeypatch):
-    """Drafts that are always wrong: the first steps check 4 draft tokens, later ones only 1; outputs unchanged."""
+    """Drafts that are always wrong: after a few one-token checks only every PROBE_EVERY-th step checks one
+    (drafts that are right grow to 4 tokens: the next test); outputs unchanged."""
     from llm_tuning.models import batch_engine
 
     model, tokenizer = two_adapters
@@ -178,4 +179,24 @@ def test_drafts_shrink_to_one_token_while_they_are_refused(two_adapters, monkeyp
     decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=32)
     results = decode_all(decoder, requests, max_batch=2)
     assert [r.tokens for r in results] == wanted
-    assert decoder.accepted == 0 and widths[:2] == [4, 4] and set(widths[4:]) == {1}, widths
+    assert decoder.accepted == 0 and set(widths) == {1}, widths
+    steps = max(len(w) for w in wanted)
+    assert decoder.draft_steps >= steps - 1 and len(widths) <= 4 + steps // batch_engine.PROBE_EVERY, widths
+
+
+def test_drafts_that_are_kept_grow_to_the_longest(two_adapters, monkeypatch):
+    """Drafts that are always right (the reference's own next tokens): checks grow from 1 token to 4."""
+    from llm_tuning.models import batch_engine
+
+    model, tokenizer = two_adapters
+    request = GenRequest(tokenizer(PROMPTS[1], add_special_tokens=False).input_ids, PEFT_BASE, 48)
+    wanted = reference(model, tokenizer, request.input_ids, PEFT_BASE, 48)
+    prompt = len(request.input_ids)
+    monkeypatch.setattr(batch_engine, "find_draft", lambda seq, length: wanted[len(seq) - prompt :][:length])
+    widths = []
+    verify = batch_engine._verify
+    monkeypatch.setattr(batch_engine, "_verify", lambda d, last, drafts: widths.append(max(map(len, drafts)))
+                        or verify(d, last, drafts))  # fmt: skip
+    decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=32)
+    assert decode_all(decoder, [request], max_batch=1)[0].tokens == wanted
+    assert widths[0] == 1 and 4 in widths and decoder.accepted == decoder.drafted, widths

@@ -17,7 +17,8 @@ greedy rows also check a prompt-lookup draft of up to 4 tokens in the same forwa
 tokens greedy decoding would produce anyway are kept, several per step, and the rest are shifted off the
 row's cache; outputs are unchanged. Multi-token forwards attend without copying the cache per query head
 (models/gqa_attention.py). Drafts longer than one token pay only when most draft tokens are right: while
-fewer than LONG_DRAFTS_FROM of the recent first draft tokens were kept, drafts are one token long.
+fewer than LONG_DRAFTS_FROM of the recent first draft tokens were kept, drafts are one token long; while
+fewer than DRAFTS_FROM, only every PROBE_EVERY-th step checks one.
 
 Seeded sampling draws from the row's own generator, so its tokens do not depend on what else shares the
 batch, up to float rounding of the logits (a different batch shape may change the last bits).
@@ -46,6 +47,9 @@ GREEDY_BELOW = 1e-5  # a temperature under this decodes greedily
 # forward of 8 rows x 2 tokens cost 1.16x one of 8 x 1, 8 x 4 cost 1.51x (bench/README.md); with a share p
 # of draft tokens kept, 3 draft tokens give 1 + p + p^2 + p^3 tokens a step against 1 + p for one
 LONG_DRAFTS_FROM = 0.55
+# below this share one-token drafts cost more than they save (1 + p tokens for 1.16x a step): drafts are then
+# checked only every PROBE_EVERY steps, to notice when they start being right again
+DRAFTS_FROM, PROBE_EVERY = 0.25, 8
 
 
 class UnsupportedModel(RuntimeError):
@@ -129,7 +133,8 @@ class BatchDecoder:
         # few more tokens; 0 turns drafting off
         self.lookahead, self.lookahead_tokens = lookahead, lookahead_tokens
         self.drafted = self.accepted = 0  # draft tokens checked / kept (how much lookahead saved)
-        self.first_kept = 1.0  # moving average of the share of rows whose first draft token was kept
+        self.first_kept = 0.5  # moving average of the share of rows whose first draft token was kept
+        self.draft_steps = 0  # steps that could have checked drafts
         self.peft = hasattr(model, "peft_config")
         self.device = next(model.parameters()).device
         self.linears = linears_on_cpu(model)  # decode steps run them as W @ x^T (models/cpu_linear.py)
@@ -328,7 +333,8 @@ def _drafts(decoder: BatchDecoder) -> list[list[int]] | None:
     length = min(decoder.lookahead, decoder.lookahead_tokens // len(decoder.rows) - 1)
     if decoder.first_kept < LONG_DRAFTS_FROM:
         length = min(length, 1)
-    if length < 1:
+    decoder.draft_steps += 1
+    if length < 1 or (decoder.first_kept < DRAFTS_FROM and decoder.draft_steps % PROBE_EVERY):
         return None
     drafts = []
     for row in decoder.rows:
