@@ -160,6 +160,17 @@ def test_prompt_lookup_drafts_are_exact_and_used(two_adapters):
     assert off.drafted == 0
 
 
+def _draft_widths(monkeypatch) -> list[int]:
+    """The longest draft of every draft check the engine runs from now on (filled as it runs)."""
+    from llm_tuning.models import batch_engine
+
+    widths: list[int] = []
+    verify = batch_engine._verify
+    monkeypatch.setattr(batch_engine, "_verify", lambda d, last, drafts: widths.append(max(map(len, drafts)))
+                        or verify(d, last, drafts))  # fmt: skip
+    return widths
+
+
 def test_drafts_shrink_to_one_token_while_they_are_refused(two_adapters, monkeypatch):
     """Drafts that are always wrong: after a few one-token checks only every PROBE_EVERY-th step checks one
     (drafts that are right grow to 4 tokens: the next test); outputs unchanged."""
@@ -172,10 +183,7 @@ def test_drafts_shrink_to_one_token_while_they_are_refused(two_adapters, monkeyp
     wanted = [reference(model, tokenizer, r.input_ids, PEFT_BASE, 16) for r in requests]
     wrong = next(t for t in range(5, 500) if all(t not in w for w in wanted))  # never a greedy choice
     monkeypatch.setattr(batch_engine, "find_draft", lambda sequence, length: [wrong] * length)
-    widths = []
-    verify = batch_engine._verify
-    monkeypatch.setattr(batch_engine, "_verify", lambda d, last, drafts: widths.append(max(map(len, drafts)))
-                        or verify(d, last, drafts))  # fmt: skip
+    widths = _draft_widths(monkeypatch)
     decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=32)
     results = decode_all(decoder, requests, max_batch=2)
     assert [r.tokens for r in results] == wanted
@@ -193,10 +201,7 @@ def test_drafts_that_are_kept_grow_to_the_longest(two_adapters, monkeypatch):
     wanted = reference(model, tokenizer, request.input_ids, PEFT_BASE, 48)
     prompt = len(request.input_ids)
     monkeypatch.setattr(batch_engine, "find_draft", lambda seq, length: wanted[len(seq) - prompt :][:length])
-    widths = []
-    verify = batch_engine._verify
-    monkeypatch.setattr(batch_engine, "_verify", lambda d, last, drafts: widths.append(max(map(len, drafts)))
-                        or verify(d, last, drafts))  # fmt: skip
+    widths = _draft_widths(monkeypatch)
     decoder = BatchDecoder(model, _stop_ids(tokenizer), lookahead=4, lookahead_tokens=32)
     assert decode_all(decoder, [request], max_batch=1)[0].tokens == wanted
     assert widths[0] == 1 and 4 in widths and decoder.accepted == decoder.drafted, widths
